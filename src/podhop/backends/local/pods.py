@@ -1,0 +1,310 @@
+"""Pods on a local node: a network namespace, a veth on the node's bridge, runc containers.
+
+Why: this is the kubelet of the local backend. A pod gets a sandbox id that
+names its network namespace, its veth and its cgroup; an address from its
+node's CIDR; and, per container, an OCI bundle whose root filesystem is an
+overlay over the node's copy of the image, started by runc under a monitor
+that holds its stdio. Every step registers its undo on an ``ExitStack``
+before the next one runs, so a failure at any point removes exactly what was
+made and nothing else — no half-made pod is ever left on a node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import time
+from contextlib import ExitStack, suppress
+from pathlib import Path
+
+from podhop import sh
+from podhop.backends.local.cluster import LocalCluster, mounts_under
+from podhop.backends.local.layout import pod_ips
+from podhop.errors import PodhopError, RuntimeFailure, SchedulingError
+from podhop.net import netns
+from podhop.objects.model import ContainerSpec, PodSpec
+from podhop.runtime import cgroups, monitor, oci
+from podhop.runtime.images import Image, resolve
+from podhop.store import ContainerRecord, NodeRecord, PodRecord, now
+
+
+def pod_dir(cluster: LocalCluster, node: str, name: str, sandbox: str) -> Path:
+    return cluster.node_dir(node) / "pods" / f"{name}.{sandbox}"
+
+
+def pull(cluster: LocalCluster, node: str, image: Image) -> Path:
+    """Make ``image`` present in the node's image store; return its root filesystem.
+
+    The node store holds a link to the host's unpacked layer (content-addressed,
+    so every node shares the bytes, as nodes pulling the same digest would).
+    """
+    link = cluster.node_dir(node) / "images" / image.digest.replace(":", "-")
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(image.rootfs)
+        tmp.rename(link)
+    return link.resolve()
+
+
+def free_ip(cluster: LocalCluster, node: NodeRecord) -> str:
+    used = {p.ip for p in cluster.store.pods(cluster.name) if p.node == node.name}
+    for ip in pod_ips(node.pod_cidr):
+        if ip not in used:
+            return ip
+    raise SchedulingError(f"node {node.name} has no free pod address in {node.pod_cidr}")
+
+
+def create_pod(
+    cluster: LocalCluster,
+    node: NodeRecord,
+    namespace: str,
+    name: str,
+    labels: dict[str, str],
+    spec: PodSpec,
+    owner: tuple[str, str] | None = None,
+) -> PodRecord:
+    """Create and start the pod on ``node``; on failure leave nothing behind."""
+    images = [resolve(c.image) for c in spec.containers]
+    sandbox = secrets.token_hex(3)
+    record = PodRecord(
+        cluster=cluster.name,
+        namespace=namespace,
+        name=name,
+        uid=secrets.token_hex(16),
+        node=node.name,
+        sandbox=sandbox,
+        netns=cluster.layout.pod_netns(name, sandbox),
+        ip=free_ip(cluster, node),
+        labels=labels,
+        spec=spec.to_k8s(),
+        owner_kind=owner[0] if owner else None,
+        owner_name=owner[1] if owner else None,
+    )
+    with ExitStack() as undo:
+        _create_sandbox(cluster, node, record)
+        undo.callback(_delete_sandbox, cluster, record)
+        undo.callback(cluster.store.remove, "Pod", cluster.name, namespace, name)
+        cluster.store.put_pod(record)  # reserve the address before the slow part
+        for ctr, image in zip(spec.containers, images, strict=True):
+            crec = _start_container(cluster, record, ctr, image)
+            record.containers.append(crec)
+            undo.callback(_stop_container, cluster, crec, 0.0)
+        record.phase = "Running"
+        record.started = now()
+        cluster.store.put_pod(record)
+        undo.pop_all()
+    return record
+
+
+def _create_sandbox(cluster: LocalCluster, node: NodeRecord, pod: PodRecord) -> None:
+    veth = f"vp{pod.sandbox}"
+    netns.add(pod.netns)
+    netns.batch(None, [f"link add {veth} netns {node.netns} type veth peer name eth0 netns {pod.netns}"])
+    netns.batch(node.netns, [f"link set {veth} master cbr0 up"])
+    netns.batch(
+        pod.netns,
+        [
+            f"addr add {pod.ip}/24 dev eth0",
+            "link set eth0 up",
+            f"route add default via {cluster.layout.pod_gateway(node.idx)}",
+        ],
+    )
+    pod_dir(cluster, node.name, pod.name, pod.sandbox).mkdir(parents=True, exist_ok=True)
+
+
+def _delete_sandbox(cluster: LocalCluster, pod: PodRecord) -> None:
+    netns.delete(pod.netns)
+    top = pod_dir(cluster, pod.node, pod.name, pod.sandbox)
+    for point in mounts_under(top):
+        if not sh.ok(["umount", point]):
+            sh.ok(["umount", "-l", point])
+    if not mounts_under(top):
+        shutil.rmtree(top, ignore_errors=True)
+    cgroups.remove_tree(cgroups.relpath(cluster.name, pod.node, pod.sandbox))
+
+
+def _write_etc(rootfs: Path, pod: PodRecord) -> None:
+    etc = rootfs / "etc"
+    (etc / "hostname").write_text(pod.name + "\n")
+    (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{pod.ip}\t{pod.name}\n")
+    (etc / "resolv.conf").write_text("# podhop: no cluster DNS\n")
+
+
+def _start_container(
+    cluster: LocalCluster, pod: PodRecord, ctr: ContainerSpec, image: Image
+) -> ContainerRecord:
+    base = pod_dir(cluster, pod.node, pod.name, pod.sandbox) / ctr.name
+    rootfs, upper, work = base / "rootfs", base / "upper", base / "work"
+    for d in (rootfs, upper, work):
+        d.mkdir(parents=True, exist_ok=True)
+    lower = pull(cluster, pod.node, image)
+    sh.run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={lower},upperdir={upper},workdir={work}",
+            str(rootfs),
+        ]
+    )
+    _write_etc(rootfs, pod)
+    cfg = image.config
+    process = oci.resolve_process(
+        cfg.entrypoint, cfg.cmd, cfg.env, cfg.working_dir, ctr.command, ctr.args, ctr.env, ctr.working_dir
+    )
+    config = oci.config(
+        process,
+        hostname=pod.name,
+        netns_path=netns.netns_path(pod.netns),
+        cgroups_path=cgroups.relpath(cluster.name, pod.node, pod.sandbox) + "/" + ctr.name,
+        cpu_limit_m=ctr.limits.cpu_m,
+        memory_limit_b=ctr.limits.memory_b,
+        annotations={
+            "io.kubernetes.pod.name": pod.name,
+            "io.kubernetes.pod.namespace": pod.namespace,
+            "io.kubernetes.container.name": ctr.name,
+        },
+    )
+    (base / "config.json").write_text(json.dumps(config, indent=1))
+    record = ContainerRecord(
+        name=ctr.name,
+        image=image.name,
+        runtime_id=f"{pod.name}.{pod.sandbox}.{ctr.name}",
+        bundle=str(base),
+        log=str(base.parent / f"{ctr.name}.log"),
+        exit_file=str(base / "exit.json"),
+        pid_file=str(base / "pid"),
+        ports=[p.container_port for p in ctr.ports],
+    )
+    runc = cluster.runc
+    argv = runc.run_argv(record.runtime_id, base, Path(record.pid_file))
+    try:
+        record.monitor_pid = monitor.launch(argv, Path(record.log), Path(record.exit_file))
+    except RuntimeError as exc:
+        runc.delete(record.runtime_id, force=True)
+        raise RuntimeFailure(
+            f"container {ctr.name} of pod {pod.name} failed to start: {runc.last_error() or exc}"
+        ) from exc
+    return record
+
+
+def _stop_container(cluster: LocalCluster, ctr: ContainerRecord, grace_s: float) -> None:
+    runc = cluster.runc
+    if grace_s > 0 and runc.state(ctr.runtime_id) is not None:
+        runc.kill(ctr.runtime_id, "TERM")
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and container_pid(ctr) is not None:
+            time.sleep(0.05)
+    runc.kill(ctr.runtime_id, "KILL", all_processes=True)
+    runc.delete(ctr.runtime_id, force=True)
+    if ctr.monitor_pid:
+        _wait_gone(ctr.monitor_pid, 2.0)
+    rootfs = Path(ctr.bundle) / "rootfs"
+    if os.path.ismount(rootfs) and not sh.ok(["umount", str(rootfs)]):
+        sh.ok(["umount", "-l", str(rootfs)])
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody has reaped yet counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if alive(pid):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def delete_pod(cluster: LocalCluster, pod: PodRecord, grace_s: float = 5.0) -> None:
+    """Stop the pod's containers (TERM, then KILL after ``grace_s``) and remove everything of it."""
+    errors: list[Exception] = []
+    for ctr in pod.containers:
+        try:
+            _stop_container(cluster, ctr, grace_s)
+        except PodhopError as exc:
+            errors.append(exc)
+    _delete_sandbox(cluster, pod)
+    cluster.store.remove("Pod", cluster.name, pod.namespace, pod.name)
+    if errors:
+        raise RuntimeFailure(f"pod {pod.name}: {errors[0]}") from errors[0]
+
+
+def container_pid(ctr: ContainerRecord) -> int | None:
+    """The container init's pid while it runs, else None."""
+    try:
+        pid = int(Path(ctr.pid_file).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) and not Path(ctr.exit_file).exists() else None
+
+
+def container_state(ctr: ContainerRecord) -> tuple[str, int | None]:
+    """('running' | 'terminated' | 'unknown', exit code)."""
+    exit_path = Path(ctr.exit_file)
+    if exit_path.exists():
+        try:
+            return "terminated", json.loads(exit_path.read_text()).get("exitCode")
+        except (OSError, ValueError):
+            return "terminated", None
+    return ("running", None) if container_pid(ctr) is not None else ("unknown", None)
+
+
+def pod_phase(pod: PodRecord) -> str:
+    states = [container_state(c) for c in pod.containers]
+    if pod.phase != "Running" or not states:
+        return pod.phase
+    if all(s == "running" for s, _ in states):
+        return "Running"
+    if all(s == "terminated" for s, _ in states):
+        return "Succeeded" if all(code == 0 for _, code in states) else "Failed"
+    return "Unknown" if any(s == "unknown" for s, _ in states) else "Running"
+
+
+def wait_ready(pods: list[PodRecord], timeout: float = 30.0) -> list[PodRecord]:
+    """Wait until every declared container port of each pod accepts TCP; return those not ready."""
+    pending = {(p.name, p.ip, port) for p in pods for c in p.containers for port in c.ports}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for item in sorted(pending):
+            try:
+                with socket.create_connection((item[1], item[2]), timeout=0.5):
+                    pending.discard(item)
+            except OSError:
+                continue
+        if pending:
+            time.sleep(0.05)
+    slow = {name for name, _, _ in pending}
+    return [p for p in pods if p.name in slow]
+
+
+def logs(pod: PodRecord, container: str | None = None) -> list[tuple[str, str, str]]:
+    """(timestamp, stream, line) entries of a container's log (the first when unnamed)."""
+    ctrs = [c for c in pod.containers if container in (None, c.name)]
+    if not ctrs:
+        names = ", ".join(c.name for c in pod.containers)
+        raise PodhopError(f"pod {pod.name} has no container {container!r} (containers: {names})")
+    out = []
+    try:
+        text = Path(ctrs[0].log).read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    for line in text.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) == 4:
+            out.append((parts[0], parts[1], parts[3]))
+    return out

@@ -1,0 +1,104 @@
+"""Service endpoints of a local cluster: selectors → ready pod addresses → NAT rules.
+
+Why: endpoints must follow pods as they come, go and migrate. Rather than
+patching rules incrementally, every change recomputes the whole endpoint set
+from the state database and rewrites the cluster's chains atomically (what
+kube-proxy's iptables mode does on each sync), so the rules can never drift
+from the state.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from podhop.backends.local.cluster import LocalCluster
+from podhop.net import nat
+from podhop.store import PodRecord, ServiceRecord
+
+LB_PORT_RANGE = range(30000, 32768)
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def target_port(pod: PodRecord, target: int | str) -> int | None:
+    """A service port's targetPort on this pod (named ports looked up in its containers)."""
+    if isinstance(target, int):
+        return target
+    if target.isdigit():
+        return int(target)
+    for ctr in pod.spec.get("containers", []):
+        for port in ctr.get("ports", []):
+            if port.get("name") == target:
+                return int(port["containerPort"])
+    return None
+
+
+def endpoints(service: ServiceRecord, pods: list[PodRecord]) -> dict[str, list[nat.Endpoint]]:
+    """Ready endpoints per service port name (or number), sorted for a stable rule order."""
+    ready = [
+        p
+        for p in pods
+        if p.phase == "Running" and p.namespace == service.namespace and selects(service.selector, p.labels)
+    ]
+    out: dict[str, list[nat.Endpoint]] = {}
+    for port in service.ports:
+        key = str(port.get("name") or port["port"])
+        eps = []
+        for pod in ready:
+            tp = target_port(pod, port.get("targetPort", port["port"]))
+            if tp is not None:
+                eps.append(nat.Endpoint(pod.ip, tp))
+        out[key] = sorted(eps, key=lambda e: (e.ip, e.port))
+    return out
+
+
+def rules(cluster: LocalCluster) -> list[nat.ServiceRule]:
+    pods = cluster.store.pods(cluster.name)
+    out = []
+    for svc in cluster.store.services(cluster.name):
+        eps = endpoints(svc, pods)
+        for port in svc.ports:
+            key = str(port.get("name") or port["port"])
+            out.append(
+                nat.ServiceRule(
+                    key=f"{svc.namespace}/{svc.name}:{key}",
+                    vip=svc.cluster_ip,
+                    port=int(port["port"]),
+                    endpoints=tuple(eps[key]),
+                    external_port=port.get("nodePort"),
+                )
+            )
+    return out
+
+
+def sync(cluster: LocalCluster) -> None:
+    """Rewrite the cluster's service rules, on the host and on every node, from the current state."""
+    current = rules(cluster)
+    nat.sync(cluster.layout.chain_prefix, current)
+    for node in cluster.nodes():
+        nat.sync(cluster.layout.chain_prefix, current, node.netns)
+
+
+def allocate_cluster_ip(cluster: LocalCluster) -> str:
+    used = {s.cluster_ip for s in cluster.store.services(cluster.name)}
+    for n in range(1, 255):
+        ip = cluster.layout.service_ip(n)
+        if ip not in used:
+            return ip
+    raise RuntimeError("no free service address")
+
+
+def allocate_lb_port(used: set[int]) -> int:
+    """A free port on 127.0.0.1 for a LoadBalancer service, nodePort-style (30000-32767)."""
+    for port in LB_PORT_RANGE:
+        if port in used:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port for a LoadBalancer service")

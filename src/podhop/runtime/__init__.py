@@ -1,0 +1,1 @@
+"""Narrow wrappers around what runs a pod: images, runc, the container monitor, CRIU."""
