@@ -47,7 +47,9 @@ def hey(url: str, seconds: int, concurrency: int, keepalive: bool = True) -> flo
     argv = ["hey", "-z", f"{seconds}s", "-c", str(concurrency)]
     if not keepalive:
         argv.append("-disable-keepalive")
-    out = subprocess.run([*argv, url], check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
+    out = subprocess.run(
+        [*argv, url], check=True, capture_output=True, text=True, timeout=seconds + 60
+    ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     errors = re.search(r"Error distribution:", out)
     if not match or errors:
@@ -83,20 +85,34 @@ apiVersion: v1
 kind: Pod
 metadata: {{name: bench-one, labels: {{bench: one}}}}
 spec:
-  nodeSelector: {{kubernetes.io/hostname: {target['spec']['nodeName']}}}
+  nodeSelector: {{kubernetes.io/hostname: {target["spec"]["nodeName"]}}}
   containers: [{{name: nginx, image: nginx, ports: [{{containerPort: 80}}]}}]
 """
-        subprocess.run([*PODHOP, "apply", "-f", "-", "--cluster", args.name], input=pinned + "---" + ONE_ENDPOINT,
-                       check=True, capture_output=True, text=True, timeout=300)
+        subprocess.run(
+            [*PODHOP, "apply", "-f", "-", "--cluster", args.name],
+            input=pinned + "---" + ONE_ENDPOINT,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         services = json.loads(podhop("get", "services", "-o", "json", "--cluster", args.name))["items"]
         vip_one = next(s["spec"]["clusterIP"] for s in services if s["metadata"]["name"] == "one")
         vip_all = next(s["spec"]["clusterIP"] for s in services if s["metadata"]["name"] == "nginx-service")
-        one = next(p for p in json.loads(podhop("get", "pods", "-o", "json", "--cluster", args.name))["items"]
-                   if p["metadata"]["name"] == "bench-one")
+        one = next(
+            p
+            for p in json.loads(podhop("get", "pods", "-o", "json", "--cluster", args.name))["items"]
+            if p["metadata"]["name"] == "bench-one"
+        )
         pod_ip = one["status"]["podIP"]
         hey(f"http://{pod_ip}/", 1, args.concurrency)  # warm-up
 
-        runs: dict[str, list[float]] = {"direct": [], "vip": [], "direct_nokeepalive": [], "vip_nokeepalive": []}
+        runs: dict[str, list[float]] = {
+            "direct": [],
+            "vip": [],
+            "direct_nokeepalive": [],
+            "vip_nokeepalive": [],
+        }
         for _ in range(args.rounds):
             runs["direct"].append(hey(f"http://{pod_ip}/", args.seconds, args.concurrency))
             runs["vip"].append(hey(f"http://{vip_one}/", args.seconds, args.concurrency))
@@ -113,15 +129,25 @@ spec:
     cost_nk = 1 - med["vip_nokeepalive"] / med["direct_nokeepalive"]
     result = {
         "benchmark": "cluster",
-        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "kernel": platform.release(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "create_10_nodes_s": round(t_create, 3),
         "create_and_apply_10_replicas_s": round(t_total, 3),
         "create_and_apply_target_s": 20,
         "create_and_apply_ok": t_total < 20,
         "delete_s": round(t_delete, 3),
         "nodes_used_by_10_replicas": len(nodes),
-        "hey": {"seconds": args.seconds, "concurrency": args.concurrency, "rounds": args.rounds,
-                "rps_runs": runs, "rps_median": med, "rps_vip_10_endpoints": spread},
+        "hey": {
+            "seconds": args.seconds,
+            "concurrency": args.concurrency,
+            "rounds": args.rounds,
+            "rps_runs": runs,
+            "rps_median": med,
+            "rps_vip_10_endpoints": spread,
+        },
         "vip_cost_fraction": round(cost, 4),
         "vip_cost_fraction_no_keepalive": round(cost_nk, 4),
         "vip_cost_target": 0.05,
@@ -129,9 +155,14 @@ spec:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"hey direct {med['direct']:.0f} rps, via VIP {med['vip']:.0f} rps: VIP costs {cost:+.1%} (target < 5%)")
-    print(f"without keep-alive: direct {med['direct_nokeepalive']:.0f}, VIP {med['vip_nokeepalive']:.0f} "
-          f"rps ({cost_nk:+.1%}); 10-endpoint VIP {spread:.0f} rps")
+    print(
+        f"hey direct {med['direct']:.0f} rps, via VIP {med['vip']:.0f} rps: "
+        f"VIP costs {cost:+.1%} (target < 5%)"
+    )
+    print(
+        f"without keep-alive: direct {med['direct_nokeepalive']:.0f}, VIP {med['vip_nokeepalive']:.0f} "
+        f"rps ({cost_nk:+.1%}); 10-endpoint VIP {spread:.0f} rps"
+    )
     print(f"wrote {args.output}")
     return 0 if result["create_and_apply_ok"] and result["vip_cost_ok"] else 1
 

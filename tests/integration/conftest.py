@@ -61,7 +61,9 @@ def make_cluster(capable: None, store: Store) -> Iterator[object]:
     """Factory for clusters that are deleted (and checked for residue) after the test."""
     made: list[LocalCluster] = []
 
-    def make(nodes: int = 3, cpu_m: int = 1000, memory_b: int = 1 << 30, bandwidth: int | None = None) -> LocalCluster:
+    def make(
+        nodes: int = 3, cpu_m: int = 1000, memory_b: int = 1 << 30, bandwidth: int | None = None
+    ) -> LocalCluster:
         c = create_cluster(store, new_name(), nodes, cpu_m, memory_b, bandwidth)
         made.append(c)
         return c

@@ -85,7 +85,9 @@ def test_node_selector_for_missing_node(cluster: LocalCluster) -> None:
 
 
 def test_container_that_cannot_start_rolls_back(cluster: LocalCluster) -> None:
-    broken = deployment("broken", extra="").replace("image: nginx", 'image: nginx\n        command: ["/no/such/binary"]')
+    broken = deployment("broken", extra="").replace(
+        "image: nginx", 'image: nginx\n        command: ["/no/such/binary"]'
+    )
     with pytest.raises(RuntimeFailure) as err:
         apply(cluster, "broken.yaml", "---".join([SERVICE, broken]))
     assert "failed to start" in str(err.value)
@@ -97,20 +99,30 @@ def test_cli_reports_bad_yaml_and_unsupported_field(cluster: LocalCluster, tmp_p
 
     bad = Path(str(tmp_path)) / "bad.yaml"
     bad.write_text("kind: Pod\nmetadata: {name: x\n")
-    out = subprocess.run([*PODHOP, "apply", "-f", str(bad), "--cluster", cluster.name],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*PODHOP, "apply", "-f", str(bad), "--cluster", cluster.name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1
     assert "bad.yaml" in out.stderr and "line" in out.stderr
     unsupported = Path(str(tmp_path)) / "hostnet.yaml"
     unsupported.write_text(deployment("hn", extra="hostNetwork: true"))
-    out = subprocess.run([*PODHOP, "apply", "-f", str(unsupported), "--cluster", cluster.name],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*PODHOP, "apply", "-f", str(unsupported), "--cluster", cluster.name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1
     assert "hostNetwork" in out.stderr and "document 1" in out.stderr
     assert_untouched(cluster)
 
 
-def test_failed_create_removes_everything(capable: None, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_create_removes_everything(
+    capable: None, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = cluster_mod._create_node
 
     def flaky(c: LocalCluster, i: int, report: object) -> object:
@@ -129,8 +141,11 @@ def test_failed_create_removes_everything(capable: None, store: Store, monkeypat
 
 def test_delete_after_killed_create(capable: None, store: Store) -> None:
     name = f"it-{secrets.token_hex(3)}"
-    proc = subprocess.Popen([*PODHOP, "cluster", "create", "--name", name, "--nodes", "40"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*PODHOP, "cluster", "create", "--name", name, "--nodes", "40"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(netns.list_netns(f"ph-{name}.")) < 3:
         time.sleep(0.02)

@@ -48,8 +48,11 @@ def test_kubectl_shaped_output(cluster: LocalCluster) -> None:
     name = pod["metadata"]["name"]
     assert podhop(cluster, "exec", name, "--", "cat", "/etc/hostname").strip() == name
     podhop(cluster, "apply", "-f", str(EXAMPLES / "nginx.yaml"))
-    client = next(p["metadata"]["name"] for p in json.loads(podhop(cluster, "get", "pods", "-o", "json"))["items"]
-                  if p["metadata"]["name"].startswith("nginx-"))
+    client = next(
+        p["metadata"]["name"]
+        for p in json.loads(podhop(cluster, "get", "pods", "-o", "json"))["items"]
+        if p["metadata"]["name"].startswith("nginx-")
+    )
     pong = podhop(cluster, "exec", client, "--", "redis-cli", "-h", svc["spec"]["clusterIP"], "ping")
     assert pong.strip() == "PONG"
     # the monitor kept redis' startup output
@@ -64,5 +67,7 @@ def test_kubectl_shaped_output(cluster: LocalCluster) -> None:
 def test_unknown_pod_and_cluster_errors(cluster: LocalCluster) -> None:
     out = subprocess.run([*PODHOP, "logs", "nope", "--cluster", cluster.name], capture_output=True, text=True)
     assert out.returncode == 1 and 'pod "nope" not found' in out.stderr
-    out = subprocess.run([*PODHOP, "get", "pods", "--cluster", "no-such-cluster"], capture_output=True, text=True)
+    out = subprocess.run(
+        [*PODHOP, "get", "pods", "--cluster", "no-such-cluster"], capture_output=True, text=True
+    )
     assert out.returncode == 1 and "no-such-cluster" in out.stderr

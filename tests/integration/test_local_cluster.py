@@ -21,7 +21,6 @@ from podhop.net.nat import our_chains
 from podhop.runtime import cgroups
 from podhop.store import Store
 
-
 pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PODHOP = [sys.executable, "-m", "podhop"]
@@ -80,7 +79,9 @@ def test_top_shows_cpu_of_loaded_pod(cluster: LocalCluster) -> None:
     apply(cluster, str(EXAMPLES / "nginx.yaml"))
     target = cluster.store.pods(cluster.name)[0]
     load = subprocess.Popen(
-        ["hey", "-z", "4s", "-c", "20", f"http://{target.ip}/"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ["hey", "-z", "4s", "-c", "20", f"http://{target.ip}/"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         time.sleep(1.0)
@@ -118,7 +119,11 @@ def test_scale_down_updates_endpoints(cluster: LocalCluster, tmp_path: Path) -> 
     pods = cluster.store.pods(cluster.name)
     assert len(pods) == 4
     rules = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True, check=True).stdout
-    seps = [ln for ln in rules.splitlines() if ln.startswith(f"-A {cluster.layout.chain_prefix}-SEP") and "DNAT" in ln]
+    seps = [
+        ln
+        for ln in rules.splitlines()
+        if ln.startswith(f"-A {cluster.layout.chain_prefix}-SEP") and "DNAT" in ln
+    ]
     assert sorted(ln.split("--to-destination ")[1] for ln in seps) == sorted(f"{p.ip}:80" for p in pods)
     svc = cluster.store.services(cluster.name)[0]
     assert http_get(f"http://{svc.cluster_ip}/") == 200
@@ -127,8 +132,13 @@ def test_scale_down_updates_endpoints(cluster: LocalCluster, tmp_path: Path) -> 
 def test_link_bandwidth_is_shaped(make_cluster: object) -> None:
     c: LocalCluster = make_cluster(nodes=1, bandwidth=50_000_000)  # type: ignore[operator]
     node = c.nodes()[0]
-    host_side = subprocess.run(["tc", "class", "show", "dev", c.layout.node_veth(node.idx)],
-                               capture_output=True, text=True, check=True).stdout
-    node_side = subprocess.run(["tc", "-n", node.netns, "class", "show", "dev", "eth0"],
-                               capture_output=True, text=True, check=True).stdout
+    host_side = subprocess.run(
+        ["tc", "class", "show", "dev", c.layout.node_veth(node.idx)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    node_side = subprocess.run(
+        ["tc", "-n", node.netns, "class", "show", "dev", "eth0"], capture_output=True, text=True, check=True
+    ).stdout
     assert "rate 50Mbit" in host_side and "rate 50Mbit" in node_side
