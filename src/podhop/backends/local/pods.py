@@ -87,14 +87,14 @@ def create_pod(
         owner_name=owner[1] if owner else None,
     )
     with ExitStack() as undo:
-        _create_sandbox(cluster, node, record)
-        undo.callback(_delete_sandbox, cluster, record)
+        create_sandbox(cluster, node, record)
+        undo.callback(delete_sandbox, cluster, record)
         undo.callback(cluster.store.remove, "Pod", cluster.name, namespace, name)
         cluster.store.put_pod(record)  # reserve the address before the slow part
         for ctr, image in zip(spec.containers, images, strict=True):
             crec = _start_container(cluster, record, ctr, image)
             record.containers.append(crec)
-            undo.callback(_stop_container, cluster, crec, 0.0)
+            undo.callback(stop_container, cluster, crec, 0.0)
         record.phase = "Running"
         record.started = now()
         cluster.store.put_pod(record)
@@ -102,7 +102,7 @@ def create_pod(
     return record
 
 
-def _create_sandbox(cluster: LocalCluster, node: NodeRecord, pod: PodRecord) -> None:
+def create_sandbox(cluster: LocalCluster, node: NodeRecord, pod: PodRecord) -> None:
     veth = f"vp{pod.sandbox}"
     netns.add(pod.netns)
     netns.batch(None, [f"link add {veth} netns {node.netns} type veth peer name eth0 netns {pod.netns}"])
@@ -118,7 +118,7 @@ def _create_sandbox(cluster: LocalCluster, node: NodeRecord, pod: PodRecord) -> 
     pod_dir(cluster, node.name, pod.name, pod.sandbox).mkdir(parents=True, exist_ok=True)
 
 
-def _delete_sandbox(cluster: LocalCluster, pod: PodRecord) -> None:
+def delete_sandbox(cluster: LocalCluster, pod: PodRecord) -> None:
     netns.delete(pod.netns)
     top = pod_dir(cluster, pod.node, pod.name, pod.sandbox)
     for point in mounts_under(top):
@@ -129,7 +129,7 @@ def _delete_sandbox(cluster: LocalCluster, pod: PodRecord) -> None:
     cgroups.remove_tree(cgroups.relpath(cluster.name, pod.node, pod.sandbox))
 
 
-def _write_etc(rootfs: Path, pod: PodRecord) -> None:
+def write_etc(rootfs: Path, pod: PodRecord) -> None:
     etc = rootfs / "etc"
     (etc / "hostname").write_text(pod.name + "\n")
     (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{pod.ip}\t{pod.name}\n")
@@ -155,7 +155,7 @@ def _start_container(
             str(rootfs),
         ]
     )
-    _write_etc(rootfs, pod)
+    write_etc(rootfs, pod)
     cfg = image.config
     process = oci.resolve_process(
         cfg.entrypoint, cfg.cmd, cfg.env, cfg.working_dir, ctr.command, ctr.args, ctr.env, ctr.working_dir
@@ -171,8 +171,12 @@ def _start_container(
             "io.kubernetes.pod.name": pod.name,
             "io.kubernetes.pod.namespace": pod.namespace,
             "io.kubernetes.container.name": ctr.name,
+            # runc hands this file to CRIU on checkpoint/restore: per-operation options
+            # (skip-in-flight, tcp-close) without touching the host's /etc/criu/runc.conf.
+            "org.criu.config": str(base / "criu.conf"),
         },
     )
+    (base / "criu.conf").write_text("")
     (base / "config.json").write_text(json.dumps(config, indent=1))
     record = ContainerRecord(
         name=ctr.name,
@@ -196,17 +200,17 @@ def _start_container(
     return record
 
 
-def _stop_container(cluster: LocalCluster, ctr: ContainerRecord, grace_s: float) -> None:
+def stop_container(cluster: LocalCluster, ctr: ContainerRecord, grace_s: float) -> None:
     runc = cluster.runc
     if grace_s > 0 and runc.state(ctr.runtime_id) is not None:
-        runc.kill(ctr.runtime_id, "TERM")
+        runc.kill(ctr.runtime_id, stop_signal(ctr))
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and container_pid(ctr) is not None:
             time.sleep(0.05)
     runc.kill(ctr.runtime_id, "KILL", all_processes=True)
     runc.delete(ctr.runtime_id, force=True)
     if ctr.monitor_pid:
-        _wait_gone(ctr.monitor_pid, 2.0)
+        wait_gone(ctr.monitor_pid, 2.0)
     rootfs = Path(ctr.bundle) / "rootfs"
     if os.path.ismount(rootfs) and not sh.ok(["umount", str(rootfs)]):
         sh.ok(["umount", "-l", str(rootfs)])
@@ -221,7 +225,15 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _wait_gone(pid: int, timeout: float) -> None:
+def stop_signal(ctr: ContainerRecord) -> str:
+    """The image's stop signal (nginx: SIGQUIT, a graceful shutdown), as runc kill spells it."""
+    try:
+        return resolve(ctr.image).config.stop_signal.removeprefix("SIG")
+    except PodhopError:
+        return "TERM"
+
+
+def wait_gone(pid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -235,10 +247,10 @@ def delete_pod(cluster: LocalCluster, pod: PodRecord, grace_s: float = 5.0) -> N
     errors: list[Exception] = []
     for ctr in pod.containers:
         try:
-            _stop_container(cluster, ctr, grace_s)
+            stop_container(cluster, ctr, grace_s)
         except PodhopError as exc:
             errors.append(exc)
-    _delete_sandbox(cluster, pod)
+    delete_sandbox(cluster, pod)
     cluster.store.remove("Pod", cluster.name, pod.namespace, pod.name)
     if errors:
         raise RuntimeFailure(f"pod {pod.name}: {errors[0]}") from errors[0]

@@ -10,6 +10,7 @@ from the state.
 from __future__ import annotations
 
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from podhop.backends.local.cluster import LocalCluster
 from podhop.net import nat
@@ -54,8 +55,13 @@ def endpoints(service: ServiceRecord, pods: list[PodRecord]) -> dict[str, list[n
     return out
 
 
-def rules(cluster: LocalCluster) -> list[nat.ServiceRule]:
-    pods = cluster.store.pods(cluster.name)
+def rules(
+    cluster: LocalCluster, extra: tuple[PodRecord, ...] = (), exclude: tuple[PodRecord, ...] = ()
+) -> list[nat.ServiceRule]:
+    gone = {(p.namespace, p.name, p.ip) for p in exclude}
+    pods = [
+        p for p in cluster.store.pods(cluster.name) + list(extra) if (p.namespace, p.name, p.ip) not in gone
+    ]
     out = []
     for svc in cluster.store.services(cluster.name):
         eps = endpoints(svc, pods)
@@ -73,12 +79,19 @@ def rules(cluster: LocalCluster) -> list[nat.ServiceRule]:
     return out
 
 
-def sync(cluster: LocalCluster) -> None:
-    """Rewrite the cluster's service rules, on the host and on every node, from the current state."""
-    current = rules(cluster)
-    nat.sync(cluster.layout.chain_prefix, current)
-    for node in cluster.nodes():
-        nat.sync(cluster.layout.chain_prefix, current, node.netns)
+def sync(
+    cluster: LocalCluster, extra: tuple[PodRecord, ...] = (), exclude: tuple[PodRecord, ...] = ()
+) -> None:
+    """Rewrite the cluster's service rules, on the host and on every node, from the current state.
+
+    ``extra`` pods count as endpoints too (a migration's target while it overlaps its source);
+    ``exclude`` pods do not (a clone's source while CRIU dumps it).
+    """
+    current = rules(cluster, extra, exclude)
+    prefix = cluster.layout.chain_prefix
+    namespaces: list[str | None] = [None, *(n.netns for n in cluster.nodes())]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # one iptables-restore per namespace, in parallel
+        list(pool.map(lambda ns: nat.sync(prefix, current, ns), namespaces))
 
 
 def allocate_cluster_ip(cluster: LocalCluster) -> str:

@@ -1,0 +1,359 @@
+"""The container-level steps of a migration: dump, transfer, restore — each with its undo.
+
+Why: the engine reads as a list of phases; the mechanics of each phase for
+one container live here. Every function that changes the machine registers
+how to undo that change on the ``ExitStack`` it is given *before* returning,
+so that a failure or an interrupt at any later point unwinds exactly what was
+done — above all, the source container is resumed and its CRIU network lock
+removed, so it keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from podhop import sh
+from podhop.backends.local import pods as podops
+from podhop.backends.local.cluster import LocalCluster
+from podhop.errors import CommandError
+from podhop.migrate.plan import MigrationError
+from podhop.net import netns
+from podhop.runtime import cgroups, criu, monitor
+from podhop.runtime.images import resolve
+from podhop.store import ContainerRecord, NodeRecord, PodRecord
+
+
+@dataclass
+class Side:
+    """One end of a migration for one container: where its images and work files go."""
+
+    node: NodeRecord
+    images: Path
+    work: Path
+
+    @property
+    def netns_path(self) -> Path:
+        return netns.netns_path(self.node.netns)
+
+
+@dataclass
+class ContainerMove:
+    """A container being moved: its source record, its target record, and their CRIU directories."""
+
+    source: ContainerRecord
+    target: ContainerRecord
+    src: Side
+    dst: Side
+    transferred_bytes: int = 0
+    page_bytes: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
+    dump_proc: subprocess.Popen[bytes] | None = None  # post-copy: the source's page server
+    lazy_daemon: criu.Daemon | None = None  # post-copy: the target's lazy-pages daemon
+
+
+def free_port() -> int:
+    return 20000 + secrets.randbelow(9000)
+
+
+def _fail(phase: str, what: str, exc: Exception, log: Path | None = None) -> MigrationError:
+    detail = criu.last_error(log) if log else ""
+    if not detail and isinstance(exc, CommandError):
+        detail = exc.stderr.splitlines()[-1] if exc.stderr else str(exc)
+    return MigrationError(phase, f"{what}: {detail or exc}")
+
+
+def resume_source(cluster: LocalCluster, move: ContainerMove, pod: PodRecord) -> None:
+    """Undo of freeze/dump: the source container serves again (thawed, no CRIU network lock)."""
+    criu.remove_network_lock(netns.netns_path(pod.netns))
+    state = cluster.runc.state(move.source.runtime_id)
+    if state and state.get("status") == "paused":
+        cluster.runc.resume(move.source.runtime_id)
+
+
+def freeze(cluster: LocalCluster, move: ContainerMove, pod: PodRecord, undo: ExitStack) -> None:
+    cluster.runc.pause(move.source.runtime_id)
+    undo.callback(resume_source, cluster, move, pod)
+
+
+def dump_to_page_server(
+    cluster: LocalCluster, move: ContainerMove, pod: PodRecord, undo: ExitStack, timeout: float
+) -> None:
+    """Checkpoint with the source left as it is (running, or frozen after :func:`freeze`),
+    memory streamed to a page server on the target node."""
+    runc, wrapper = cluster.runc, cluster.runc.criu
+    assert wrapper is not None
+    for d in (move.src.images, move.src.work, move.dst.images, move.dst.work):
+        d.mkdir(parents=True, exist_ok=True)
+    undo.callback(resume_source, cluster, move, pod)  # a failed dump leaves the network lock
+    Path(move.source.bundle, "criu.conf").write_text("skip-in-flight\n")
+    port = free_port()
+    try:
+        server = criu.page_server(
+            wrapper,
+            move.dst.netns_path,
+            move.dst.node.ip,
+            port,
+            move.dst.images,
+            move.dst.work / "page-server.log",
+        )
+    except criu.CriuError as exc:
+        raise MigrationError("dump", str(exc)) from exc
+    undo.callback(server.stop)
+    argv = runc.argv(
+        "checkpoint",
+        "--image-path",
+        str(move.src.images),
+        "--work-path",
+        str(move.src.work),
+        "--tcp-established",
+        "--leave-running",
+        "--page-server",
+        f"{move.dst.node.ip}:{port}",
+        move.source.runtime_id,
+    )
+    try:
+        sh.run(criu.in_netns(move.src.netns_path, argv), timeout=timeout)
+        server.wait(timeout=30)
+    except (CommandError, criu.CriuError) as exc:
+        raise _fail("dump", f"checkpoint of {move.source.name}", exc, move.src.work / "dump.log") from exc
+    move.page_bytes = sum(p.stat().st_size for p in move.dst.images.glob("pages-*.img"))
+    move.stats = criu.read_stats(move.src.work / "stats-dump")
+
+
+def lazy_dump(
+    cluster: LocalCluster, move: ContainerMove, pod: PodRecord, undo: ExitStack, timeout: float
+) -> int:
+    """Post-copy: dump all but memory; the source stays frozen and serves its pages until pulled.
+
+    Returns the page server's port on the source node.
+    """
+    runc = cluster.runc
+    for d in (move.src.images, move.src.work, move.dst.images, move.dst.work):
+        d.mkdir(parents=True, exist_ok=True)
+    Path(move.source.bundle, "criu.conf").write_text("skip-in-flight\n")
+    port = free_port()
+    read_fd, write_fd = os.pipe()
+    argv = runc.argv(
+        "checkpoint",
+        "--image-path",
+        str(move.src.images),
+        "--work-path",
+        str(move.src.work),
+        "--tcp-established",
+        "--lazy-pages",
+        "--page-server",
+        f"{move.src.node.ip}:{port}",
+        "--status-fd",
+        str(write_fd),
+        move.source.runtime_id,
+    )
+    try:
+        proc = subprocess.Popen(
+            criu.in_netns(move.src.netns_path, argv),
+            pass_fds=(write_fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    finally:
+        os.close(write_fd)
+    move.dump_proc = proc
+
+    def stop_dump() -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        resume_source(cluster, move, pod)
+
+    undo.callback(stop_dump)
+    with os.fdopen(read_fd, "rb") as status:
+        ready = _read_with_timeout(status.fileno(), timeout)
+    if not ready:
+        stderr = (
+            proc.stderr.read().decode(errors="replace") if proc.poll() is not None and proc.stderr else ""
+        )
+        raise MigrationError(
+            "dump",
+            f"lazy checkpoint of {move.source.name} did not get ready: "
+            f"{criu.last_error(move.src.work / 'dump.log') or stderr.strip() or 'timeout'}",
+        )
+    return port
+
+
+def _read_with_timeout(fd: int, timeout: float) -> bool:
+    import select
+
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return bool(ready) and os.read(fd, 1) != b""
+
+
+@dataclass
+class Transfer:
+    """A stream of directories from the source node to the target node, started ahead of time."""
+
+    recv: subprocess.Popen[str]
+    send: subprocess.Popen[str]
+    src: Side
+    dst: Side
+
+    @classmethod
+    def start(cls, src: Side, dst: Side, sources: dict[Path, str], dest: Path, timeout: float) -> Transfer:
+        """Start both ends now (receiver listening, sender waiting): :meth:`go` then costs only the bytes."""
+        dest.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        tool = [sys.executable, "-m", "podhop.migrate.transfer"]
+        spec = ",".join(f"{path}={name}" for path, name in sources.items())
+        recv = subprocess.Popen(
+            criu.in_netns(dst.netns_path, [*tool, "recv", dst.node.ip, str(port), str(dest), str(timeout)]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        send = subprocess.Popen(
+            criu.in_netns(src.netns_path, [*tool, "send", dst.node.ip, str(port), spec, str(timeout)]),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        t = cls(recv, send, src, dst)
+        assert recv.stdout is not None
+        if recv.stdout.readline().strip() != "listening":
+            t.stop()
+            raise MigrationError("prepare", f"transfer receiver on {dst.node.name} did not start")
+        return t
+
+    def go(self, timeout: float) -> int:
+        """Send everything; return the bytes that crossed the link."""
+        try:
+            _, send_err = self.send.communicate(input="go\n", timeout=timeout)
+            if self.send.returncode != 0:
+                raise MigrationError(
+                    "transfer", f"sending from {self.src.node.name} failed: {send_err.strip()[-300:]}"
+                )
+            out, err = self.recv.communicate(timeout=timeout)
+            if self.recv.returncode != 0:
+                raise MigrationError(
+                    "transfer", f"receiving on {self.dst.node.name} failed: {err.strip()[-300:]}"
+                )
+        except subprocess.TimeoutExpired as exc:
+            raise MigrationError(
+                "transfer", f"no progress within {timeout:.0f} s (is the link down?)"
+            ) from exc
+        return int(json.loads(out.strip().splitlines()[-1])["bytes"])
+
+    def stop(self) -> None:
+        for proc in (self.send, self.recv):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+def start_transfer(move: ContainerMove, timeout: float, undo: ExitStack) -> Transfer:
+    """Prepare moving CRIU's non-memory images and the container's filesystem changes over the link."""
+    move.src.images.mkdir(parents=True, exist_ok=True)
+    sources = {move.src.images: "checkpoint", Path(move.source.bundle) / "upper": "upper"}
+    t = Transfer.start(move.src, move.dst, sources, Path(move.target.bundle), timeout)
+    undo.callback(t.stop)
+    return t
+
+
+def restore(
+    cluster: LocalCluster,
+    move: ContainerMove,
+    new_pod: PodRecord,
+    undo: ExitStack,
+    timeout: float,
+    lazy: bool,
+) -> None:
+    """Restore the container on the target from the transferred images, under a new monitor."""
+    tc = move.target
+    bundle = Path(tc.bundle)
+    rootfs, upper, work = bundle / "rootfs", bundle / "upper", bundle / "work"
+    for d in (rootfs, upper, work):
+        d.mkdir(parents=True, exist_ok=True)
+    lower = podops.pull(cluster, new_pod.node, resolve(tc.image))
+    sh.run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={lower},upperdir={upper},workdir={work}",
+            str(rootfs),
+        ]
+    )
+    undo.callback(_unmount_quietly, rootfs)
+    podops.write_etc(rootfs, new_pod)
+    config = json.loads((Path(move.source.bundle) / "config.json").read_text())
+    for ns in config["linux"]["namespaces"]:
+        if ns["type"] == "network":
+            ns["path"] = str(netns.netns_path(new_pod.netns))
+    config["linux"]["cgroupsPath"] = (
+        "/" + cgroups.relpath(cluster.name, new_pod.node, new_pod.sandbox) + "/" + tc.name
+    )
+    config.setdefault("annotations", {})["org.criu.config"] = str(bundle / "criu.conf")
+    (bundle / "config.json").write_text(json.dumps(config, indent=1))
+    (bundle / "criu.conf").write_text("tcp-close\n")
+    if Path(move.source.log).exists():
+        shutil.copyfile(move.source.log, tc.log)
+    runc = cluster.runc
+    argv = runc.argv(
+        "restore",
+        "--detach",
+        "--image-path",
+        str(move.dst.images),
+        "--work-path",
+        str(move.dst.work),
+        "--bundle",
+        str(bundle),
+        "--pid-file",
+        tc.pid_file,
+        "--tcp-established",
+        *(["--lazy-pages"] if lazy else []),
+        tc.runtime_id,
+    )
+    undo.callback(_delete_failed_restore, cluster, tc)
+    try:
+        tc.monitor_pid = monitor.launch(argv, Path(tc.log), Path(tc.exit_file), timeout=timeout)
+    except RuntimeError as exc:
+        detail = criu.last_error(move.dst.work / "restore.log") or runc.last_error() or str(exc)
+        raise MigrationError("restore", f"restore of {tc.name} on {new_pod.node} failed: {detail}") from exc
+
+
+def _unmount_quietly(path: Path) -> None:
+    if os.path.ismount(path) and not sh.ok(["umount", str(path)]):
+        sh.ok(["umount", "-l", str(path)])
+
+
+def _delete_failed_restore(cluster: LocalCluster, tc: ContainerRecord) -> None:
+    """Remove a restored-or-half-restored container without letting runc wipe its root filesystem."""
+    runc = cluster.runc
+    runc.kill(tc.runtime_id, "KILL", all_processes=True)
+    time.sleep(0.05)
+    criu.unmount_below(runc.root / tc.runtime_id)  # CRIU's criu-root bind mount: never delete through it
+    runc.delete(tc.runtime_id, force=True)
+    if tc.monitor_pid:
+        podops.wait_gone(tc.monitor_pid, 2.0)
+
+
+def kill_frozen_source(cluster: LocalCluster, ctr: ContainerRecord) -> None:
+    """Kill a frozen source without letting it run again: queue SIGKILL, then thaw."""
+    runc = cluster.runc
+    runc.kill(ctr.runtime_id, "KILL", all_processes=True)
+    state = runc.state(ctr.runtime_id)
+    if state and state.get("status") == "paused":
+        runc.resume(ctr.runtime_id)

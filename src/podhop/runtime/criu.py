@@ -1,0 +1,274 @@
+"""The CRIU boundary: page servers, lazy-pages daemons, config files, stats, traps.
+
+Why: runc drives CRIU for dump and restore, but a migration needs CRIU
+directly too — a page server on the receiving node so memory streams over the
+link instead of being written to disk and copied, a lazy-pages daemon for
+post-copy — plus the clean-up that CRIU's traps demand (see
+``shared/notes/criu-runc-recipes.md``):
+
+- a failed or killed dump leaves CRIU's network lock (an iptables ``CRIU``
+  chain) in the pod's namespace, so the source looks alive but answers
+  nothing: :func:`remove_network_lock` takes it out;
+- ``runc delete`` after a failed restore can wipe the root filesystem through
+  CRIU's ``criu-root`` bind mount: :func:`unmount_below` must run first.
+
+Processes that must run in a node's network namespace are started with
+``nsenter --net`` (not ``ip netns exec``, which remounts /sys and would hide
+the cgroup hierarchy runc needs).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from podhop import sh
+from podhop.errors import PodhopError
+
+
+class CriuError(PodhopError):
+    """CRIU (or runc's use of it) failed; the message carries CRIU's own last error line."""
+
+
+def in_netns(netns_path: Path | str, argv: list[str]) -> list[str]:
+    """``argv`` run in the network namespace at ``netns_path`` (and nothing else changed)."""
+    return ["nsenter", f"--net={netns_path}", "--", *argv]
+
+
+def write_config(path: Path, options: list[str]) -> None:
+    """A CRIU configuration file (one option per line, without dashes), read via runc's annotation."""
+    path.write_text("".join(f"{opt}\n" for opt in options))
+
+
+def last_error(log: Path) -> str:
+    """The last line of a CRIU log that reports an error, for messages."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if "Error" in line or "error" in line:
+            return line.split(")", 1)[-1].strip()
+    return lines[-1].strip() if lines else ""
+
+
+def dirty_tracking(criu: Path) -> bool:
+    """Whether the kernel tracks dirty memory (soft-dirty), which iterative pre-copy needs."""
+    return sh.ok([str(criu), "check", "--feature", "mem_dirty_track"], timeout=20)
+
+
+def remove_network_lock(netns_path: Path | str) -> bool:
+    """Remove CRIU's network lock from a namespace (after a failed dump). True if one was found."""
+    found = False
+    for tool in ("iptables", "ip6tables"):
+        listing = sh.run(in_netns(netns_path, [tool, "-w", "-S"]), check=False).stdout
+        if "-N CRIU" not in listing:
+            continue
+        found = True
+        for chain in ("INPUT", "OUTPUT"):
+            while sh.ok(in_netns(netns_path, [tool, "-w", "-D", chain, "-j", "CRIU"])):
+                pass
+        sh.ok(in_netns(netns_path, [tool, "-w", "-F", "CRIU"]))
+        sh.ok(in_netns(netns_path, [tool, "-w", "-X", "CRIU"]))
+    return found
+
+
+def mounts_below(top: Path) -> list[str]:
+    prefix = str(top).rstrip("/") + "/"
+    points = [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return sorted((p for p in points if p.startswith(prefix) or p == str(top)), key=len, reverse=True)
+
+
+def unmount_below(top: Path) -> None:
+    """Unmount everything at or below ``top`` (CRIU's criu-root and cgyard mounts), deepest first."""
+    for point in mounts_below(top):
+        if not sh.ok(["umount", point]):
+            sh.ok(["umount", "-l", point])
+
+
+@dataclass
+class Daemon:
+    """A CRIU helper process (page server or lazy-pages daemon) running in a node's namespace."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    name: str
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            self.stop()
+            raise CriuError(
+                f"{self.name} did not finish within {timeout:.0f} s: {last_error(self.log)}"
+            ) from exc
+
+
+def page_server(
+    criu: Path, netns_path: Path | str, address: str, port: int, images: Path, log: Path
+) -> Daemon:
+    """Start ``criu page-server`` receiving pages into ``images`` on ``address:port``; wait for it."""
+    argv = [
+        str(criu),
+        "page-server",
+        "--images-dir",
+        str(images),
+        "--address",
+        address,
+        "--port",
+        str(port),
+        "-o",
+        str(log),
+        "-v4",
+    ]
+    proc = subprocess.Popen(in_netns(netns_path, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_listening(netns_path, port, proc, log)
+    return Daemon(proc, log, argv[1])
+
+
+def lazy_pages(
+    criu: Path, netns_path: Path | str, address: str, port: int, images: Path, work: Path
+) -> Daemon:
+    """Start the target's ``criu lazy-pages`` daemon that pulls pages from the source's page server."""
+    log = work / "lazy-pages.log"
+    argv = [
+        str(criu),
+        "lazy-pages",
+        "--page-server",
+        "--address",
+        address,
+        "--port",
+        str(port),
+        "--images-dir",
+        str(images),
+        "--work-dir",
+        str(work),
+        "-o",
+        str(log),
+        "-v4",
+    ]
+    proc = subprocess.Popen(in_netns(netns_path, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not (work / "lazy-pages.socket").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise CriuError(f"lazy-pages daemon did not start: {last_error(log)}")
+        time.sleep(0.005)
+    return Daemon(proc, log, argv[1])
+
+
+def _wait_listening(netns_path: Path | str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 10
+    needle = f":{port:04X} "
+    while True:
+        if proc.poll() is not None:
+            raise CriuError(f"page server exited: {last_error(log)}")
+        tcp = sh.run(in_netns(netns_path, ["cat", "/proc/net/tcp"]), check=False).stdout
+        if any(needle in ln and ln.split()[3] == "0A" for ln in tcp.splitlines()[1:]):
+            return
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise CriuError("page server did not start listening within 10 s")
+        time.sleep(0.005)
+
+
+# --- stats-dump / stats-restore: CRIU's own timings, decoded from its protobuf image -------------
+
+_DUMP_FIELDS = {
+    1: "freezing_time_us",
+    2: "frozen_time_us",
+    3: "memdump_time_us",
+    4: "memwrite_time_us",
+    5: "pages_scanned",
+    6: "pages_skipped_parent",
+    7: "pages_written",
+    8: "irmap_resolve",
+    9: "pages_lazy",
+    10: "page_pipes",
+    11: "page_pipe_bufs",
+    12: "shpages_scanned",
+    13: "shpages_skipped_parent",
+    14: "shpages_written",
+}
+_RESTORE_FIELDS = {
+    1: "pages_compared",
+    2: "pages_skipped_cow",
+    3: "forking_time_us",
+    4: "restore_time_us",
+    5: "pages_restored",
+}
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, i
+
+
+def _fields(data: bytes) -> dict[int, int | bytes]:
+    out: dict[int, int | bytes] = {}
+    i = 0
+    while i < len(data):
+        key, i = _varint(data, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            out[field], i = _varint(data, i)
+        elif wire == 2:
+            size, i = _varint(data, i)
+            out[field] = data[i : i + size]
+            i += size
+        elif wire == 5:
+            out[field] = struct.unpack_from("<I", data, i)[0]
+            i += 4
+        elif wire == 1:
+            out[field] = struct.unpack_from("<Q", data, i)[0]
+            i += 8
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+    return out
+
+
+def read_stats(path: Path) -> dict[str, int]:
+    """Decode CRIU's ``stats-dump`` or ``stats-restore`` (two magics, a size, a ``StatsEntry``)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {}
+    if len(data) < 12:
+        return {}
+    (size,) = struct.unpack_from("<I", data, 8)
+    entry = _fields(data[12 : 12 + size])
+    out: dict[str, int] = {}
+    for field, names in ((1, _DUMP_FIELDS), (2, _RESTORE_FIELDS)):
+        sub = entry.get(field)
+        if isinstance(sub, bytes):
+            out.update({names[k]: v for k, v in _fields(sub).items() if k in names and isinstance(v, int)})
+    return out
+
+
+def dir_bytes(path: Path) -> int:
+    """Total size of the regular files under ``path``."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += (Path(root) / f).lstat().st_size
+            except OSError:
+                continue
+    return total
