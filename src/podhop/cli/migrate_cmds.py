@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -24,9 +25,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"total {report['total_ms']:.0f} ms; downtime (probe) "
         f"{'n/a' if down is None else f'{down:.0f} ms'}; failed probes {probe.get('failed', 'n/a')}"
     )
-    click.echo(
-        f"transferred {report['bytes_transferred'] / 2**20:.2f} MiB; images {report['image_bytes'] / 2**20:.2f} MiB"
-    )
+    click.echo(f"transferred {_mib(report['bytes_transferred'])}; CRIU images {_mib(report['image_bytes'])}")
     freed = report.get("resources_freed")
     if freed:
         click.echo(
@@ -73,4 +72,103 @@ def migrate_cmd(
     print_report(report)
 
 
-COMMANDS = [migrate_cmd]
+@click.command("checkpoint")
+@click.argument("pod")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Archive to write (default: checkpoint-POD_NS-CONTAINER-TIME.tar).",
+)
+@click.option("--leave-running", is_flag=True, help="Keep the pod running after the checkpoint.")
+@click.option("-c", "--container", default=None)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@cluster_option
+@handle_errors
+def checkpoint_cmd(
+    pod: str,
+    output: Path | None,
+    leave_running: bool,
+    container: str | None,
+    namespace: str,
+    cluster_name: str | None,
+) -> None:
+    """Checkpoint a pod's container into an archive (Podman/CRI-O layout, mode 0600)."""
+    from podhop.migrate.archive import checkpoint
+
+    require_root()
+    with console.status(f"checkpointing {pod}"):
+        path = checkpoint(
+            get_cluster(cluster_name),
+            pod,
+            output,
+            namespace=namespace,
+            leave_running=leave_running,
+            container=container,
+        )
+    click.echo(
+        f"checkpoint of {pod} written to {path} ({path.stat().st_size / 2**20:.1f} MiB)"
+        + ("" if leave_running else "; the pod was stopped")
+    )
+
+
+@click.command("inspect")
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@handle_errors
+def inspect_cmd(archive: Path, output: str) -> None:
+    """Show what a checkpoint archive holds: processes, image, memory, CRIU statistics."""
+    from podhop.migrate.archive import inspect
+
+    info = inspect(archive)
+    if output == "json":
+        click.echo(json.dumps(info, indent=2))
+        return
+    print_table(
+        ["CONTAINER", "POD", "IMAGE", "ID", "RUNTIME", "CHECKPOINTED", "MEMORY", "CHKPT SIZE", "ROOTFS DIFF"],
+        [
+            [
+                str(info["container"]),
+                str(info["pod"]),
+                str(info["image"]),
+                str(info["id"]),
+                str(info["runtime"]),
+                str(info["checkpointed"]),
+                _mib(info["memory_pages_bytes"]),
+                _mib(info["checkpoint_bytes"]),
+                _mib(info["rootfs_diff_bytes"]),
+            ]
+        ],
+    )
+    click.echo("\nprocess tree:")
+    for proc in info["processes"]:
+        click.echo(f"  pid {proc['pid']:<6} ppid {proc['ppid']:<6} {proc['comm']}")
+    stats = info["criu_stats"]
+    if stats:
+        click.echo("\nCRIU dump statistics:")
+        for key, value in stats.items():
+            click.echo(f"  {key:<24} {value}")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+@click.command("restore")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--node", required=True, help="Node to restore on.")
+@click.option("--name", default=None, help="Pod name (default: the checkpointed pod's).")
+@cluster_option
+@handle_errors
+def restore_cmd(archive: Path, node: str, name: str | None, cluster_name: str | None) -> None:
+    """Start a checkpoint archive's container as a pod on NODE."""
+    from podhop.migrate.archive import restore
+
+    require_root()
+    with console.status(f"restoring {archive.name} on {node}"):
+        pod = restore(get_cluster(cluster_name), archive, node, name)
+    click.echo(f"pod/{pod.name} restored on {pod.node} with IP {pod.ip}")
+
+
+COMMANDS = [migrate_cmd, checkpoint_cmd, inspect_cmd, restore_cmd]

@@ -21,6 +21,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from podhop import sh
 from podhop.backends.local import pods as podops
@@ -270,56 +271,58 @@ def start_transfer(move: ContainerMove, timeout: float, undo: ExitStack) -> Tran
     return t
 
 
-def restore(
-    cluster: LocalCluster,
-    move: ContainerMove,
-    new_pod: PodRecord,
-    undo: ExitStack,
-    timeout: float,
-    lazy: bool,
-) -> None:
-    """Restore the container on the target from the transferred images, under a new monitor."""
-    tc = move.target
+def mount_rootfs(cluster: LocalCluster, tc: ContainerRecord, new_pod: PodRecord, undo: ExitStack) -> Path:
+    """Mount the target container's overlay (its upper dir may already hold the source's changes)."""
     bundle = Path(tc.bundle)
     rootfs, upper, work = bundle / "rootfs", bundle / "upper", bundle / "work"
     for d in (rootfs, upper, work):
         d.mkdir(parents=True, exist_ok=True)
     lower = podops.pull(cluster, new_pod.node, resolve(tc.image))
-    sh.run(
-        [
-            "mount",
-            "-t",
-            "overlay",
-            "overlay",
-            "-o",
-            f"lowerdir={lower},upperdir={upper},workdir={work}",
-            str(rootfs),
-        ]
-    )
+    options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    sh.run(["mount", "-t", "overlay", "overlay", "-o", options, str(rootfs)])
     undo.callback(_unmount_quietly, rootfs)
     podops.write_etc(rootfs, new_pod)
-    config = json.loads((Path(move.source.bundle) / "config.json").read_text())
+    return rootfs
+
+
+def write_config(
+    cluster: LocalCluster, spec: dict[str, Any], tc: ContainerRecord, new_pod: PodRecord
+) -> None:
+    """The checkpointed container's OCI config, re-homed: new netns, new cgroup, restore-time CRIU options."""
+    bundle = Path(tc.bundle)
+    config = json.loads(json.dumps(spec))
     for ns in config["linux"]["namespaces"]:
         if ns["type"] == "network":
             ns["path"] = str(netns.netns_path(new_pod.netns))
-    config["linux"]["cgroupsPath"] = (
-        "/" + cgroups.relpath(cluster.name, new_pod.node, new_pod.sandbox) + "/" + tc.name
-    )
+    rel = cgroups.relpath(cluster.name, new_pod.node, new_pod.sandbox)
+    config["linux"]["cgroupsPath"] = f"/{rel}/{tc.name}"
     config.setdefault("annotations", {})["org.criu.config"] = str(bundle / "criu.conf")
     (bundle / "config.json").write_text(json.dumps(config, indent=1))
-    (bundle / "criu.conf").write_text("tcp-close\n")
-    if Path(move.source.log).exists():
-        shutil.copyfile(move.source.log, tc.log)
+    (bundle / "criu.conf").write_text("tcp-close\n")  # the address changed: connections cannot live on
+
+
+def runc_restore(
+    cluster: LocalCluster,
+    tc: ContainerRecord,
+    images: Path,
+    work: Path,
+    node: str,
+    undo: ExitStack,
+    timeout: float,
+    lazy: bool = False,
+) -> None:
+    """``runc restore`` under a new monitor; on failure, a safe delete (see the recipes' traps)."""
     runc = cluster.runc
+    work.mkdir(parents=True, exist_ok=True)
     argv = runc.argv(
         "restore",
         "--detach",
         "--image-path",
-        str(move.dst.images),
+        str(images),
         "--work-path",
-        str(move.dst.work),
+        str(work),
         "--bundle",
-        str(bundle),
+        tc.bundle,
         "--pid-file",
         tc.pid_file,
         "--tcp-established",
@@ -330,8 +333,25 @@ def restore(
     try:
         tc.monitor_pid = monitor.launch(argv, Path(tc.log), Path(tc.exit_file), timeout=timeout)
     except RuntimeError as exc:
-        detail = criu.last_error(move.dst.work / "restore.log") or runc.last_error() or str(exc)
-        raise MigrationError("restore", f"restore of {tc.name} on {new_pod.node} failed: {detail}") from exc
+        detail = criu.last_error(work / "restore.log") or runc.last_error() or str(exc)
+        raise MigrationError("restore", f"restore of {tc.name} on {node} failed: {detail}") from exc
+
+
+def restore(
+    cluster: LocalCluster,
+    move: ContainerMove,
+    new_pod: PodRecord,
+    undo: ExitStack,
+    timeout: float,
+    lazy: bool,
+) -> None:
+    """Restore the container on the target from the transferred images, under a new monitor."""
+    tc = move.target
+    mount_rootfs(cluster, tc, new_pod, undo)
+    write_config(cluster, json.loads((Path(move.source.bundle) / "config.json").read_text()), tc, new_pod)
+    if Path(move.source.log).exists():
+        shutil.copyfile(move.source.log, tc.log)
+    runc_restore(cluster, tc, move.dst.images, move.dst.work, new_pod.node, undo, timeout, lazy)
 
 
 def _unmount_quietly(path: Path) -> None:

@@ -272,3 +272,8 @@ def _scorer(name: str) -> Scorer:
 def _natural(name: str) -> tuple[tuple[int | str, ...], str]:
     parts = re.split(r"(\d+)", name)
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), name
+
+
+def natural_key(name: str) -> tuple[tuple[int | str, ...], str]:
+    """Sort key for node names in natural order (``node-2`` before ``node-10``), as ties are broken."""
+    return _natural(name)

@@ -25,6 +25,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from podhop import sh
 from podhop.errors import PodhopError
@@ -242,6 +243,33 @@ def _fields(data: bytes) -> dict[int, int | bytes]:
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
     return out
+
+
+def read_entries(path: Path) -> list[dict[int, int | bytes]]:
+    """The protobuf entries of a CRIU image file (two magics, then size-prefixed messages)."""
+    data = path.read_bytes()
+    out, i = [], 8
+    while i + 4 <= len(data):
+        (size,) = struct.unpack_from("<I", data, i)
+        out.append(_fields(data[i + 4 : i + 4 + size]))
+        i += 4 + size
+    return out
+
+
+def process_tree(images: Path) -> list[dict[str, Any]]:
+    """``[{pid, ppid, comm}]`` from ``pstree.img`` and each task's ``core-PID.img``."""
+    tree = []
+    for entry in read_entries(images / "pstree.img"):
+        pid, ppid = int(entry.get(1, 0)), int(entry.get(2, 0))
+        comm = ""
+        core = images / f"core-{pid}.img"
+        if core.exists():
+            tc = read_entries(core)[0].get(3)  # core_entry.tc: task_core_entry
+            if isinstance(tc, bytes):
+                name = _fields(tc).get(6)  # task_core_entry.comm
+                comm = name.decode(errors="replace") if isinstance(name, bytes) else ""
+        tree.append({"pid": pid, "ppid": ppid, "comm": comm})
+    return tree
 
 
 def read_stats(path: Path) -> dict[str, int]:
