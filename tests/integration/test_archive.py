@@ -1,0 +1,87 @@
+"""Checkpoint archives: checkpoint → inspect → restore on another node, in the Podman/CRI-O layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from podhop.backends.local.apply import apply
+from podhop.backends.local.cluster import LocalCluster
+
+pytestmark = pytest.mark.integration
+PODHOP = [sys.executable, "-m", "podhop"]
+
+WEB = """
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec:
+  nodeSelector: {kubernetes.io/hostname: node-1}
+  containers: [{name: nginx, image: nginx, ports: [{containerPort: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+"""
+
+
+def podhop(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PODHOP_CLUSTER": cluster.name}
+    return subprocess.run([*PODHOP, *args], capture_output=True, text=True, timeout=180, env=env)
+
+
+def test_archive_round_trip(cluster: LocalCluster, tmp_path: Path) -> None:
+    apply(cluster, "web.yaml", WEB)
+    # change the root filesystem: one file written, one deleted; both must travel in the archive
+    script = "echo migrated-page > /var/www/html/index.nginx-debian.html && rm -r /usr/share/doc/nginx-light"
+    out = podhop(cluster, "exec", "web", "--", "sh", "-c", script)
+    assert out.returncode == 0, out.stderr
+    archive = tmp_path / "web.tar"
+    out = podhop(cluster, "checkpoint", "web", "-o", str(archive))
+    assert out.returncode == 0, out.stderr
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600  # it holds process memory
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"config.dump", "spec.dump", "rootfs-diff.tar", "deleted.files", "stats-dump"} <= names
+    assert "checkpoint/pstree.img" in names and any(n.startswith("checkpoint/pages-") for n in names)
+    assert cluster.store.pods(cluster.name) == []  # checkpoint without --leave-running stops the pod
+
+    info = json.loads(podhop(cluster, "inspect", str(archive), "-o", "json").stdout)
+    assert info["container"] == "nginx" and info["image"] == "nginx" and info["pod"] == "web"
+    assert info["processes"][0]["comm"] == "nginx" and len(info["processes"]) >= 2
+    assert info["memory_pages_bytes"] > 1 << 20
+    assert info["criu_stats"]["pages_written"] > 0
+    assert "/usr/share/doc/nginx-light" in info["deleted_files"]
+
+    out = podhop(cluster, "restore", str(archive), "--node", "node-2")
+    assert out.returncode == 0, out.stderr
+    pod = cluster.store.pods(cluster.name)[0]
+    assert pod.node == "node-2" and pod.ip.startswith(cluster.layout.pod_cidr(2).rsplit(".", 1)[0])
+    svc = cluster.store.services(cluster.name)[0]
+    with urllib.request.urlopen(f"http://{svc.cluster_ip}/", timeout=5) as resp:
+        assert resp.read().decode().strip() == "migrated-page"
+    gone = podhop(cluster, "exec", "web", "--", "test", "-e", "/usr/share/doc/nginx-light")
+    assert gone.returncode == 1  # the deletion travelled too
+
+    again = podhop(cluster, "restore", str(archive), "--node", "node-1")
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_inspect_rejects_a_non_checkpoint(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.tar"
+    with tarfile.open(bogus, "w") as tar:
+        (tmp_path / "x").write_text("x")
+        tar.add(tmp_path / "x", arcname="x")
+    out = subprocess.run([*PODHOP, "inspect", str(bogus)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "not a container checkpoint archive" in out.stderr
