@@ -62,6 +62,14 @@ class ContainerMove:
     lazy_daemon: criu.Daemon | None = None  # post-copy: the target's lazy-pages daemon
 
 
+#: CRIU options for dumps (runc passes this file via the ``org.criu.config`` annotation):
+#: in-flight connections (still in the accept queue) are skipped, and no network lock is taken —
+#: the source is frozen (cold) or keeps running (clone), and connections are closed on restore
+#: into the new address anyway, so the lock would only add two iptables-restore runs to the freeze
+#: and, if the dump died, leave the source unreachable.
+DUMP_CONFIG = "skip-in-flight\nnetwork-lock skip\n"
+
+
 def free_port() -> int:
     return 20000 + secrets.randbelow(9000)
 
@@ -96,7 +104,7 @@ def dump_to_page_server(
     for d in (move.src.images, move.src.work, move.dst.images, move.dst.work):
         d.mkdir(parents=True, exist_ok=True)
     undo.callback(resume_source, cluster, move, pod)  # a failed dump leaves the network lock
-    Path(move.source.bundle, "criu.conf").write_text("skip-in-flight\n")
+    Path(move.source.bundle, "criu.conf").write_text(DUMP_CONFIG)
     port = free_port()
     try:
         server = criu.page_server(
@@ -141,7 +149,7 @@ def lazy_dump(
     runc = cluster.runc
     for d in (move.src.images, move.src.work, move.dst.images, move.dst.work):
         d.mkdir(parents=True, exist_ok=True)
-    Path(move.source.bundle, "criu.conf").write_text("skip-in-flight\n")
+    Path(move.source.bundle, "criu.conf").write_text(DUMP_CONFIG)
     port = free_port()
     read_fd, write_fd = os.pipe()
     argv = runc.argv(
