@@ -39,7 +39,7 @@ from podhop.migrate import steps
 from podhop.migrate.plan import MigrationError
 from podhop.net import netns
 from podhop.runtime import criu
-from podhop.store import ContainerRecord, PodRecord, now
+from podhop.store import PodRecord, now
 
 
 def _diff(upper: Path, out: Path) -> list[str]:
@@ -226,16 +226,8 @@ def restore(cluster: LocalCluster, archive: Path, node: str, name: str | None = 
                 owner_kind=meta.get("owner_kind"),
                 owner_name=meta.get("owner_name"),
             )
-            bundle = podops.pod_dir(cluster, node, pod_name, sandbox) / config["name"]
-            ctr = ContainerRecord(
-                name=config["name"],
-                image=config.get("rootfsImageName", ""),
-                runtime_id=f"{pod_name}.{sandbox}.{config['name']}",
-                bundle=str(bundle),
-                log=str(bundle.parent / f"{config['name']}.log"),
-                exit_file=str(bundle / "exit.json"),
-                pid_file=str(bundle / "pid"),
-                ports=list(meta.get("ports", [])),
+            ctr = podops.container_record(
+                cluster, pod, config["name"], config.get("rootfsImageName", ""), list(meta.get("ports", []))
             )
             with ExitStack() as undo:
                 podops.create_sandbox(cluster, target, pod)

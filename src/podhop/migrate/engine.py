@@ -37,7 +37,7 @@ from podhop.migrate.plan import REPORTED_PHASES, MigrationError, MigrationPlan, 
 from podhop.migrate.probe import Probe, summarize
 from podhop.policies.scoring import fits
 from podhop.runtime import criu
-from podhop.store import ContainerRecord, PodRecord
+from podhop.store import PodRecord
 
 PhaseHook = Callable[[str, "Migration"], None]
 
@@ -145,17 +145,7 @@ def prepare(
     source_node = cluster.node(pod.node)
     moves = []
     for c in pod.containers:
-        bundle = podops.pod_dir(cluster, target, pod.name, sandbox) / c.name
-        tc = ContainerRecord(
-            name=c.name,
-            image=c.image,
-            runtime_id=f"{pod.name}.{sandbox}.{c.name}",
-            bundle=str(bundle),
-            log=str(bundle.parent / f"{c.name}.log"),
-            exit_file=str(bundle / "exit.json"),
-            pid_file=str(bundle / "pid"),
-            ports=list(c.ports),
-        )
+        tc = podops.container_record(cluster, new, c.name, c.image, list(c.ports))
         src_dir = cluster.node_dir(pod.node) / "checkpoints" / f"{pod.name}-{mid}" / c.name
         dst_dir = cluster.node_dir(target) / "checkpoints" / f"{pod.name}-{mid}" / c.name
         moves.append(
@@ -163,7 +153,7 @@ def prepare(
                 source=c,
                 target=tc,
                 src=steps.Side(source_node, src_dir / "images", src_dir / "work"),
-                dst=steps.Side(target_node, bundle / "checkpoint", dst_dir / "work"),
+                dst=steps.Side(target_node, Path(tc.bundle) / "checkpoint", dst_dir / "work"),
             )
         )
     return Migration(cluster, plan, pod, new, moves, options or Options())

@@ -99,12 +99,10 @@ def dump_to_page_server(
 ) -> None:
     """Checkpoint with the source left as it is (running, or frozen after :func:`freeze`),
     memory streamed to a page server on the target node."""
-    runc, wrapper = cluster.runc, cluster.runc.criu
+    wrapper = cluster.runc.criu
     assert wrapper is not None
-    for d in (move.src.images, move.src.work, move.dst.images, move.dst.work):
-        d.mkdir(parents=True, exist_ok=True)
-    undo.callback(resume_source, cluster, move, pod)  # a failed dump leaves the network lock
-    Path(move.source.bundle, "criu.conf").write_text(DUMP_CONFIG)
+    undo.callback(resume_source, cluster, move, pod)  # thaw; remove any CRIU network lock
+    argv = _checkpoint_argv(cluster, move)  # also makes the directories the page server needs
     port = free_port()
     try:
         server = criu.page_server(
@@ -118,25 +116,35 @@ def dump_to_page_server(
     except criu.CriuError as exc:
         raise MigrationError("dump", str(exc)) from exc
     undo.callback(server.stop)
-    argv = runc.argv(
+    argv[-1:-1] = ["--leave-running", "--page-server", f"{move.dst.node.ip}:{port}"]
+    try:
+        sh.run(argv, timeout=timeout)
+        server.wait(timeout=30)
+    except (CommandError, criu.CriuError) as exc:
+        raise _fail("dump", f"checkpoint of {move.source.name}", exc, move.src.work / "dump.log") from exc
+    move.page_bytes = sum(p.stat().st_size for p in move.dst.images.glob("pages-*.img"))
+    move.stats = criu.read_stats(move.src.work / "stats-dump")
+
+
+def _checkpoint_argv(cluster: LocalCluster, move: ContainerMove, *extra: str) -> list[str]:
+    """``runc checkpoint`` of the source container into its images dir, run in the source node's namespace.
+
+    Also makes the directories both sides need and sets the dump's CRIU options.
+    """
+    for d in (move.src.images, move.src.work, move.dst.images, move.dst.work):
+        d.mkdir(parents=True, exist_ok=True)
+    Path(move.source.bundle, "criu.conf").write_text(DUMP_CONFIG)
+    argv = cluster.runc.argv(
         "checkpoint",
         "--image-path",
         str(move.src.images),
         "--work-path",
         str(move.src.work),
         "--tcp-established",
-        "--leave-running",
-        "--page-server",
-        f"{move.dst.node.ip}:{port}",
+        *extra,
         move.source.runtime_id,
     )
-    try:
-        sh.run(criu.in_netns(move.src.netns_path, argv), timeout=timeout)
-        server.wait(timeout=30)
-    except (CommandError, criu.CriuError) as exc:
-        raise _fail("dump", f"checkpoint of {move.source.name}", exc, move.src.work / "dump.log") from exc
-    move.page_bytes = sum(p.stat().st_size for p in move.dst.images.glob("pages-*.img"))
-    move.stats = criu.read_stats(move.src.work / "stats-dump")
+    return criu.in_netns(move.src.netns_path, argv)
 
 
 def lazy_dump(
@@ -146,29 +154,20 @@ def lazy_dump(
 
     Returns the page server's port on the source node.
     """
-    runc = cluster.runc
-    for d in (move.src.images, move.src.work, move.dst.images, move.dst.work):
-        d.mkdir(parents=True, exist_ok=True)
-    Path(move.source.bundle, "criu.conf").write_text(DUMP_CONFIG)
     port = free_port()
     read_fd, write_fd = os.pipe()
-    argv = runc.argv(
-        "checkpoint",
-        "--image-path",
-        str(move.src.images),
-        "--work-path",
-        str(move.src.work),
-        "--tcp-established",
+    argv = _checkpoint_argv(
+        cluster,
+        move,
         "--lazy-pages",
         "--page-server",
         f"{move.src.node.ip}:{port}",
         "--status-fd",
         str(write_fd),
-        move.source.runtime_id,
     )
     try:
         proc = subprocess.Popen(
-            criu.in_netns(move.src.netns_path, argv),
+            argv,
             pass_fds=(write_fd,),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -52,6 +52,23 @@ def pull(cluster: LocalCluster, node: str, image: Image) -> Path:
     return link.resolve()
 
 
+def container_record(
+    cluster: LocalCluster, pod: PodRecord, name: str, image: str, ports: list[int]
+) -> ContainerRecord:
+    """Where a container of ``pod`` lives: runtime id, bundle, log, exit and pid files."""
+    bundle = pod_dir(cluster, pod.node, pod.name, pod.sandbox) / name
+    return ContainerRecord(
+        name=name,
+        image=image,
+        runtime_id=f"{pod.name}.{pod.sandbox}.{name}",
+        bundle=str(bundle),
+        log=str(bundle.parent / f"{name}.log"),
+        exit_file=str(bundle / "exit.json"),
+        pid_file=str(bundle / "pid"),
+        ports=ports,
+    )
+
+
 def free_ip(cluster: LocalCluster, node: NodeRecord) -> str:
     used = {p.ip for p in cluster.store.pods(cluster.name) if p.node == node.name}
     for ip in pod_ips(node.pod_cidr):
@@ -178,16 +195,7 @@ def _start_container(
     )
     (base / "criu.conf").write_text("")
     (base / "config.json").write_text(json.dumps(config, indent=1))
-    record = ContainerRecord(
-        name=ctr.name,
-        image=image.name,
-        runtime_id=f"{pod.name}.{pod.sandbox}.{ctr.name}",
-        bundle=str(base),
-        log=str(base.parent / f"{ctr.name}.log"),
-        exit_file=str(base / "exit.json"),
-        pid_file=str(base / "pid"),
-        ports=[p.container_port for p in ctr.ports],
-    )
+    record = container_record(cluster, pod, ctr.name, image.name, [p.container_port for p in ctr.ports])
     runc = cluster.runc
     argv = runc.run_argv(record.runtime_id, base, Path(record.pid_file))
     try:
