@@ -12,7 +12,8 @@ it. Choices that matter for CRIU are made here once:
 - the root filesystem is a per-container overlay (``rootfs``) over the node's
   read-only copy of the image, so writes stay in the container's upper dir;
 - RLIMIT_NOFILE is set to the host's current hard limit (raising it would need
-  CAP_SYS_RESOURCE).
+  CAP_SYS_RESOURCE);
+- as few tmpfs mounts as possible (see ``MASKED_PATHS``): each costs CRIU a tar on dump and restore.
 """
 
 from __future__ import annotations
@@ -39,17 +40,17 @@ DEFAULT_CAPS = [
     "CAP_AUDIT_WRITE",
 ]  # Docker's and containerd's default set
 
+# Files masked with /dev/null, as Docker does. Docker also masks the directories /proc/acpi,
+# /proc/scsi and /sys/firmware with empty read-only tmpfs mounts; we leave those out: CRIU dumps and
+# restores every tmpfs by running tar over it, ~20 ms each way per mount, which is a fifth of a
+# cold migration's freeze here. /sys is read-only in the container anyway.
 MASKED_PATHS = [
-    "/proc/acpi",
-    "/proc/asound",
     "/proc/kcore",
     "/proc/keys",
     "/proc/latency_stats",
     "/proc/timer_list",
     "/proc/timer_stats",
     "/proc/sched_debug",
-    "/sys/firmware",
-    "/proc/scsi",
 ]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
