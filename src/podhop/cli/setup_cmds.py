@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import click
 
 from podhop.cli.common import console, handle_errors, print_table, progress, require_root
-from podhop.store import Store
 
 
 @click.command("setup")
@@ -45,39 +42,4 @@ def doctor_cmd() -> None:
         sys.exit(1)
 
 
-@click.command("demo")
-@click.option("--name", default="demo", show_default=True, help="Cluster to (re)use.")
-@click.option("--keep/--no-keep", default=True, show_default=True, help="Keep the cluster afterwards.")
-@handle_errors
-def demo_cmd(name: str, keep: bool) -> None:
-    """Create a 3-node cluster, deploy the seed's NGINX and call it through its service."""
-    from podhop.backends.local.apply import apply
-    from podhop.backends.local.cluster import create_cluster, delete_cluster, open_cluster
-    from podhop.objects.quantity import parse_memory
-
-    require_root()
-    store = Store()
-    example = Path(__file__).resolve().parents[3] / "examples" / "nginx.yaml"
-    if not example.exists():
-        example = Path("examples/nginx.yaml")
-    with progress(f"cluster {name}") as report:
-        if store.cluster(name) is None:
-            create_cluster(store, name, 3, 1000, parse_memory("2Gi"), None, report)
-        cluster = open_cluster(store, name)
-        for line in apply(cluster, str(example), report=report):
-            click.echo(line)
-    from podhop.cli.object_cmds import get_cmd
-
-    click.echo("")
-    get_cmd.main(["pods", "-o", "wide", "--cluster", name], standalone_mode=False)
-    click.echo("")
-    get_cmd.main(["services", "--cluster", name], standalone_mode=False)
-    svc = next(s for s in cluster.store.services(cluster.name) if s.name == "nginx-service")
-    for url in (f"http://{svc.cluster_ip}/", f"http://127.0.0.1:{svc.ports[0]['nodePort']}/"):
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            click.echo(f"\nGET {url} -> HTTP {resp.status} ({len(resp.read())} bytes)")
-    if not keep:
-        delete_cluster(store, name)
-
-
-COMMANDS = [setup_cmd, doctor_cmd, demo_cmd]
+COMMANDS = [setup_cmd, doctor_cmd]
