@@ -134,7 +134,9 @@ class Store:
     def __init__(self, db: Path | None = None) -> None:
         self.path = db or paths().state_db
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        # check_same_thread=False: concurrent migrations (rebalance) share one Store; SQLite is
+        # compiled serialized here (sqlite3.threadsafety == 3), so statements from threads do not mix.
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,10 @@ def inspect_cmd(archive: Path, output: str) -> None:
             click.echo(f"  {key:<24} {value}")
 
 
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} ms"
+
+
 def _mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB"
 
@@ -172,3 +177,73 @@ def restore_cmd(archive: Path, node: str, name: str | None, cluster_name: str | 
 
 
 COMMANDS = [migrate_cmd, checkpoint_cmd, inspect_cmd, restore_cmd]
+
+
+@click.command("rebalance")
+@click.option("--policy", required=True, help="Policy name (e.g. low-utilization, hottest, ilp).")
+@click.option("--dry-run", is_flag=True, help="Print the plan, migrate nothing.")
+@click.option("--max-concurrent", default=1, show_default=True, help="Migrations run at once.")
+@click.option(
+    "--strategy", type=click.Choice(["cold", "clone", "postcopy"]), default="cold", show_default=True
+)
+@click.option("--window", default=2.0, show_default=True, help="Seconds of usage sampled before and after.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@cluster_option
+@handle_errors
+def rebalance_cmd(
+    policy: str,
+    dry_run: bool,
+    max_concurrent: int,
+    strategy: str,
+    window: float,
+    output: str,
+    cluster_name: str | None,
+) -> None:
+    """Plan migrations from live usage with a policy, and (unless --dry-run) carry them out."""
+    from podhop.migrate.rebalance import rebalance
+
+    require_root()
+    cluster = get_cluster(cluster_name)
+    with console.status(f"rebalancing with {policy}") as status:
+        result = rebalance(
+            cluster,
+            policy,
+            dry_run=dry_run,
+            max_concurrent=max_concurrent,
+            strategy=strategy,
+            window_s=window,
+            report=lambda msg: status.update(f"rebalancing with {policy}: {msg}"),
+        )
+    data = result.to_dict()
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+    else:
+        if not data["planned"]:
+            click.echo(f"{policy}: nothing to move (CPU imbalance {data['imbalance_before']:.1f} points)")
+        else:
+            print_table(
+                ["POD", "FROM", "TO", "PREDICTED DOWNTIME", "REASON"],
+                [
+                    [m["pod"], m["source"], m["target"], f"{m['predicted_downtime_ms']:.0f} ms", m["reason"]]
+                    for m in data["planned"]
+                ],
+            )
+        for m in data["migrations"]:
+            click.echo(
+                f"migrated {m['pod']} {m['source_node']} -> {m['target_node']}: "
+                f"downtime {_ms(m['downtime_ms'])}, total {m['total_ms']:.0f} ms"
+            )
+        for f in data["failed"]:
+            click.echo(f"FAILED {f['pod']} -> {f['target']}: {f['error']}", err=True)
+        if data["skipped"]:
+            click.echo(f"not attempted after the failure: {', '.join(data['skipped'])}", err=True)
+        if data["imbalance_after"] is not None:
+            click.echo(
+                f"CPU imbalance (std of node CPU %): {data['imbalance_before']:.1f} -> "
+                f"{data['imbalance_after']:.1f}"
+            )
+    if data["failed"]:
+        sys.exit(1)
+
+
+COMMANDS.append(rebalance_cmd)

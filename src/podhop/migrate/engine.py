@@ -18,6 +18,7 @@ import dataclasses
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -40,6 +41,9 @@ from podhop.runtime import criu
 from podhop.store import PodRecord
 
 PhaseHook = Callable[[str, "Migration"], None]
+#: Endpoint switches of concurrent migrations (``rebalance --max-concurrent``) take turns, so that
+#: each rewrites the service rules from a state that includes the others' switches.
+_SWITCH = threading.Lock()
 
 
 @dataclass
@@ -109,8 +113,12 @@ def prepare(
     strategy: str,
     namespace: str = "default",
     options: Options | None = None,
+    reserved: set[str] | None = None,
 ) -> Migration:
-    """Find the pod, check the target, build the plan and the target's records. No changes yet."""
+    """Find the pod, check the target, build the plan and the target's records. No changes yet.
+
+    ``reserved``: addresses taken by other migrations prepared alongside this one (updated).
+    """
     pods = cluster.store.pods(cluster.name)
     pod = next((p for p in pods if (p.namespace, p.name) == (namespace, pod_name)), None)
     if pod is None:
@@ -137,10 +145,12 @@ def prepare(
         node=target,
         sandbox=sandbox,
         netns=cluster.layout.pod_netns(pod.name, sandbox),
-        ip=podops.free_ip(cluster, target_node),
+        ip=podops.free_ip(cluster, target_node, frozenset(reserved or ())),
         containers=[],
         started=None,
     )
+    if reserved is not None:  # migrations prepared together must not take the same address
+        reserved.add(new.ip)
     mid = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(2)
     source_node = cluster.node(pod.node)
     moves = []
@@ -197,7 +207,7 @@ def execute(m: Migration) -> dict[str, Any]:
             phase_now = "dump"
             _run_strategy(m, undo, transfers)
             phase_now = "switch"
-            with m.phase("switch"):
+            with m.phase("switch"), _SWITCH:
                 m.new.containers = [mv.target for mv in m.moves]
                 m.new.started = m.pod.started
                 if m.plan.strategy is Strategy.CLONE:

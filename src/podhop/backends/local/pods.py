@@ -69,8 +69,11 @@ def container_record(
     )
 
 
-def free_ip(cluster: LocalCluster, node: NodeRecord) -> str:
-    used = {p.ip for p in cluster.store.pods(cluster.name) if p.node == node.name}
+def free_ip(
+    cluster: LocalCluster, node: NodeRecord, reserved: set[str] | frozenset[str] = frozenset()
+) -> str:
+    """The first unused address of the node's CIDR (``reserved`` ones count as used)."""
+    used = {p.ip for p in cluster.store.pods(cluster.name) if p.node == node.name} | reserved
     for ip in pod_ips(node.pod_cidr):
         if ip not in used:
             return ip
