@@ -6,7 +6,10 @@ usage (the ``top`` data) into a :class:`~podhop.policies.snapshot.Snapshot` —
 node capacities and links, pod requests, usage and memory as state size —
 asks the named policy for a :class:`~podhop.policies.plan.Plan`, and runs the
 plan's migrations with the migration engine, one after another or K at a
-time. If a step fails, the steps already running finish, no new step starts,
+time (the plan orders moves so each fits after the previous ones; with K > 1 a
+batch's moves are checked against the target's capacity by the engine's own
+planning, so one that no longer fits fails cleanly). If a step fails, the
+steps already running finish, no new step starts,
 and the report says which failed and why (each failed step has already rolled
 itself back, so its pod keeps serving where it was).
 
@@ -121,7 +124,7 @@ def rebalance(
     pol = registry.get(policy, **(options or {}))
     report(f"measuring usage for {window_s:.0f} s")
     before = metrics.sample(cluster, window_s)
-    plan = pol.plan(snapshot(cluster, before))
+    plan = pol.plan(snapshot(cluster, before), registry.Context(strategy=strategy))  # type: ignore[arg-type]
     result = Result(policy, plan, imbalance(before))
     if dry_run or not plan.migrations:
         return result

@@ -53,7 +53,7 @@ class NodeInfo:
 
     name: str
     capacity: Resources
-    usage: Resources = Resources()
+    usage: Resources = field(default_factory=Resources)
     bandwidth_bps: float = 1e9
     idle_w: float = 60.0
     max_w: float = 150.0
@@ -70,7 +70,7 @@ class ContainerInfo:
     name: str
     node: str | None
     requests: Resources
-    usage: Resources = Resources()
+    usage: Resources = field(default_factory=Resources)
     state_bytes: int = 0
     priority: int = 0
     movable: bool = True
@@ -110,6 +110,8 @@ class Snapshot:
 
     def arrays(self) -> Arrays:
         """The array view every policy works on (validates names and references)."""
+        if not self.nodes:
+            raise SnapshotError("a snapshot needs at least one node")
         nodes = {n.name: i for i, n in enumerate(self.nodes)}
         conts = {c.name: i for i, c in enumerate(self.containers)}
         if len(nodes) != len(self.nodes) or len(conts) != len(self.containers):
@@ -138,37 +140,52 @@ class Snapshot:
             if c.node_selector:
                 want = dict(c.node_selector)
                 allowed[i] = np.array(
-                    [all((n.name if k == "kubernetes.io/hostname" else dict(n.labels).get(k)) == v
-                         for k, v in want.items()) for n in self.nodes], dtype=np.bool_)
+                    [
+                        all(
+                            (n.name if k == "kubernetes.io/hostname" else dict(n.labels).get(k)) == v
+                            for k, v in want.items()
+                        )
+                        for n in self.nodes
+                    ],
+                    dtype=np.bool_,
+                )
         positions = None
         if self.nodes and all(n.position is not None for n in self.nodes):
             positions = np.array([n.position for n in self.nodes], dtype=np.float64)
         return Arrays(
             node_names=tuple(nodes),
-            capacity=np.array([[n.capacity.cpu_m, n.capacity.memory_b] for n in self.nodes],
-                              dtype=np.int64).reshape(-1, 2),
+            capacity=np.array(
+                [[n.capacity.cpu_m, n.capacity.memory_b] for n in self.nodes], dtype=np.int64
+            ).reshape(-1, 2),
             bandwidth_bps=np.array([n.bandwidth_bps for n in self.nodes], dtype=np.float64),
             idle_w=np.array([n.idle_w for n in self.nodes], dtype=np.float64),
             max_w=np.array([n.max_w for n in self.nodes], dtype=np.float64),
             max_pods=np.array([n.max_pods for n in self.nodes], dtype=np.int64),
             base_usage=base.reshape(-1, 2),
             container_names=tuple(conts),
-            requests=np.array([[c.requests.cpu_m, c.requests.memory_b] for c in self.containers],
-                              dtype=np.int64).reshape(-1, 2),
+            requests=np.array(
+                [[c.requests.cpu_m, c.requests.memory_b] for c in self.containers], dtype=np.int64
+            ).reshape(-1, 2),
             usage=usage,
-            state_bytes=np.array([c.state_bytes or c.usage.memory_b for c in self.containers], dtype=np.float64),
+            state_bytes=np.array(
+                [c.state_bytes or c.usage.memory_b for c in self.containers], dtype=np.float64
+            ),
             node=where,
             priority=np.array([c.priority for c in self.containers], dtype=np.int64),
             movable=np.array([c.movable for c in self.containers], dtype=np.bool_),
             user_container=np.array([conts[u.container] for u in self.users], dtype=np.int64),
             user_node=np.array([node_of(u.node, f"user {u.name}") for u in self.users], dtype=np.int64),
-            user_prev_node=np.array([node_of(u.previous_node, f"user {u.name}") for u in self.users],
-                                    dtype=np.int64),
+            user_prev_node=np.array(
+                [node_of(u.previous_node, f"user {u.name}") for u in self.users], dtype=np.int64
+            ),
             user_rate=np.array([u.rate for u in self.users], dtype=np.float64),
             user_access_ms=np.array([u.access_ms for u in self.users], dtype=np.float64),
             positions=positions,
-            latency=_shortest_paths(len(self.nodes), [(nodes[lk.a], nodes[lk.b], lk.latency_ms)
-                                                      for lk in self.links]) if self.links else None,
+            latency=_shortest_paths(
+                len(self.nodes), [(nodes[lk.a], nodes[lk.b], lk.latency_ms) for lk in self.links]
+            )
+            if self.links
+            else None,
             hop_ms=self.hop_ms,
             ms_per_km=self.ms_per_km,
             allowed=allowed,
@@ -227,7 +244,7 @@ class Arrays:
     def derive(self, **changes: Any) -> Arrays:
         """A copy with some fields replaced, keeping the caches that do not depend on them."""
         new = replace(self, **changes)
-        keep = {"rank": "node_names", "users": "user_container", "nodes_idx": "node_names"}
+        keep = {"rank": "node_names", "users": "user_container", "nodes_idx": "node_names", "nz": "requests"}
         new._cache.update({k: v for k, v in self._cache.items() if keep.get(k, "?") not in changes})
         return new
 
@@ -249,15 +266,22 @@ class Arrays:
     @property
     def nonzero_requests(self) -> I64:
         """Requests as kube-scheduler's scorers count them (unset cpu/memory: 100m / 200Mi)."""
-        defaults = np.array([DEFAULT_MILLI_CPU_REQUEST, DEFAULT_MEMORY_REQUEST], dtype=np.int64)
-        return np.where(self.requests > 0, self.requests, defaults)
+        cached = self._cache.get("nz")
+        if cached is None or cached[0] is not self.requests:
+            defaults = np.array([DEFAULT_MILLI_CPU_REQUEST, DEFAULT_MEMORY_REQUEST], dtype=np.int64)
+            cached = (self.requests, np.where(self.requests > 0, self.requests, defaults))
+            self._cache["nz"] = cached
+        return cached[1]
 
     def requested(self, assign: I64 | None = None, nonzero: bool = False) -> I64:
         """Sum of requests per node (``nonzero``: with kube-scheduler's defaults for unset ones)."""
         where = self.node if assign is None else assign
-        out = np.zeros((self.n_nodes, 2), dtype=np.int64)
         placed = where >= 0
-        np.add.at(out, where[placed], (self.nonzero_requests if nonzero else self.requests)[placed])
+        values = (self.nonzero_requests if nonzero else self.requests)[placed]
+        # float64 sums of integers are exact below 2**53 (8 PiB of memory on one node)
+        out = np.empty((self.n_nodes, 2), dtype=np.int64)
+        for r in (CPU, MEM):
+            out[:, r] = np.bincount(where[placed], values[:, r], minlength=self.n_nodes)
         return out
 
     def node_usage(self, assign: I64 | None = None) -> F64:
@@ -282,12 +306,12 @@ class Arrays:
         diff = self.positions[rows, None, :] - self.positions[None, :, :]
         d = self.hop_ms + self.ms_per_km * np.sqrt(np.sum(diff**2, axis=2))
         d[rows[:, None] == np.arange(self.n_nodes)[None, :]] = 0.0
-        return d
+        return np.asarray(d, dtype=np.float64)
 
     def latency_pairs(self, a: I64, b: I64) -> F64:
         """``D[a[i], b[i]]`` elementwise."""
         if self.latency is not None:
-            return self.latency[a, b]
+            return np.take(self.latency, a * self.n_nodes + b)
         if self.positions is None:
             return np.zeros(len(a))
         dist = np.sqrt(np.sum((self.positions[a] - self.positions[b]) ** 2, axis=1))
@@ -304,7 +328,9 @@ class Arrays:
 
     def container_rate(self) -> F64:
         """Total request rate of each container's users."""
-        return np.bincount(self.user_container, self.user_rate, minlength=self.n_containers)
+        return np.bincount(self.user_container, self.user_rate, minlength=self.n_containers).astype(
+            np.float64
+        )
 
     def container_latency(self, containers: I64) -> F64:
         """Rate-weighted mean latency (ms) of each container's users if it ran on each node,
@@ -326,12 +352,22 @@ class Arrays:
         out[has] = np.add.reduceat(rows, starts_seg, axis=0)
         return out
 
+    def served_latency(self, assign: I64 | None = None) -> tuple[F64, F64]:
+        """Per container, its users' rate-weighted mean latency as placed, and the floor of that
+        (their access latency alone: served on their nearest node); 0 without users."""
+        rate = self.container_rate()
+        share = self.user_rate / np.where(rate > 0, rate, 1.0)[self.user_container]
+        lat = self.user_latency(assign)
+        now = np.bincount(
+            self.user_container, share * np.where(np.isfinite(lat), lat, 0.0), self.n_containers
+        )
+        floor = np.bincount(self.user_container, share * self.user_access_ms, minlength=self.n_containers)
+        return now.astype(np.float64), floor.astype(np.float64)
+
     def user_latency(self, assign: I64 | None = None) -> F64:
         """Network latency (ms) of every user to the node serving it (``inf`` if unplaced)."""
         where = (self.node if assign is None else assign)[self.user_container]
         served = where >= 0
         lat = np.full(len(where), np.inf)
-        lat[served] = self.user_access_ms[served] + self.latency_pairs(
-            self.user_node[served], where[served]
-        )
+        lat[served] = self.user_access_ms[served] + self.latency_pairs(self.user_node[served], where[served])
         return lat
