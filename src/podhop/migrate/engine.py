@@ -81,15 +81,17 @@ class Migration:
     timings: dict[str, float] = field(default_factory=dict)
     current_ip: str = ""  # where the pod answers now (the probe follows it)
     warnings: list[str] = field(default_factory=list)
+    current_phase: str = "prepare"
 
     def remaining(self, phase: str) -> float:
         left = self.options.timeout_s - (time.monotonic() - self.started)
         if left <= 0:
-            raise MigrationError(phase, f"timed out after {self.options.timeout_s:.0f} s")
+            raise MigrationError(phase, f"timed out after {self.options.timeout_s:g} s")
         return left
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
+        self.current_phase = name
         self.remaining(name)
         if self.options.on_phase:
             self.options.on_phase(name, self)
@@ -197,16 +199,13 @@ def execute(m: Migration) -> dict[str, Any]:
     probe = Probe(target, rate_hz=opts.probe_rate_hz).start() if target else None
     wall0 = time.time()
     m.started = time.monotonic()
-    phase_now = "prepare"
     try:
         with ExitStack() as undo:
             with m.phase("prepare"):
                 podops.create_sandbox(cluster, cluster.node(m.plan.target), m.new)
                 undo.callback(podops.delete_sandbox, cluster, m.new)
                 transfers = [steps.start_transfer(mv, m.remaining("prepare"), undo) for mv in m.moves]
-            phase_now = "dump"
             _run_strategy(m, undo, transfers)
-            phase_now = "switch"
             with m.phase("switch"), _SWITCH:
                 m.new.containers = [mv.target for mv in m.moves]
                 m.new.started = m.pod.started
@@ -218,15 +217,16 @@ def execute(m: Migration) -> dict[str, Any]:
                 svcops.sync(cluster)
                 m.current_ip = m.new.ip
             undo.pop_all()  # committed: the pod lives on the target now
-    except KeyboardInterrupt as exc:
+    except BaseException as exc:
         if probe:
             probe.stop()
-        raise MigrationError(phase_now, "interrupted; the source pod was resumed and keeps serving") from exc
-    except BaseException:
-        if probe:
-            probe.stop()
-        for mv in m.moves:
+        for mv in m.moves:  # the attempt's checkpoint files and CRIU logs, on both nodes
             shutil.rmtree(mv.src.images.parent, ignore_errors=True)
+            shutil.rmtree(mv.dst.work.parent, ignore_errors=True)
+        if isinstance(exc, KeyboardInterrupt):
+            raise MigrationError(
+                m.current_phase, "interrupted; the source pod was resumed and keeps serving"
+            ) from exc
         raise
     try:
         _finish_source(m)
@@ -342,9 +342,9 @@ def _report(
     phases = {p: round(m.timings.get(p, 0.0), 1) for p in REPORTED_PHASES}
     phases.update({p: round(v, 1) for p, v in m.timings.items() if p not in phases})
     probe = summarize(attempts, m.options.probe_rate_hz) if attempts else None
-    pages = sum(mv.page_bytes for mv in m.moves)
-    lazy = sum(mv.stats.get("pages_lazy", 0) for mv in m.moves) * 4096
-    transferred = sum(mv.transferred_bytes for mv in m.moves) + pages + lazy
+    pages = sum(mv.page_bytes for mv in m.moves)  # streamed to a page server, or pulled lazily
+    lazy = pages if m.plan.strategy is Strategy.POSTCOPY else 0
+    transferred = sum(mv.transferred_bytes for mv in m.moves) + pages
     report: dict[str, Any] = {
         "pod": m.pod.name,
         "namespace": m.pod.namespace,
@@ -360,7 +360,7 @@ def _report(
         "probe": probe,
         "bytes_transferred": transferred,
         "image_bytes": images + lazy,  # CRIU's images; post-copy's pages went to memory, not disk
-        "memory_pages_bytes": pages + lazy,
+        "memory_pages_bytes": pages,
         "link_bandwidth_bps": m.plan.link_bps,
         "criu_stats": [mv.stats for mv in m.moves],
         "warnings": m.warnings,

@@ -105,4 +105,10 @@ def plan_migration(
             "(`criu check --feature mem_dirty_track` fails): every pre-dump would copy all memory again",
             hint="use --strategy postcopy to keep the freeze short for large memory, or cold",
         )
+    if strat is Strategy.PRECOPY:
+        raise MigrationError(
+            "plan",
+            "this kernel tracks dirty memory, but iterative pre-copy is not implemented in podhop yet",
+            hint="use --strategy postcopy or cold",
+        )
     return MigrationPlan(namespace, pod, source, target, strat, PHASES[strat], state_bytes, link_bps)

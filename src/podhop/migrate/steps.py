@@ -74,11 +74,66 @@ def free_port() -> int:
     return 20000 + secrets.randbelow(9000)
 
 
-def _fail(phase: str, what: str, exc: Exception, log: Path | None = None) -> MigrationError:
-    detail = criu.last_error(log) if log else ""
+def _fail(phase: str, what: str, exc: Exception, *logs: Path) -> MigrationError:
+    if isinstance(exc, subprocess.TimeoutExpired):
+        return MigrationError(phase, f"{what}: timed out after {exc.timeout:.1f} s")
+    detail = criu.last_error(*logs)
     if not detail and isinstance(exc, CommandError):
         detail = exc.stderr.splitlines()[-1] if exc.stderr else str(exc)
     return MigrationError(phase, f"{what}: {detail or exc}")
+
+
+def run_group(argv: list[str], timeout: float) -> None:
+    """Run ``argv`` in its own process group; on timeout, interrupt or error kill the whole group
+    (runc *and* the CRIU it started) and wait until it is gone.
+
+    Killing runc alone would leave its CRIU running, still tracing (and, for a frozen source,
+    holding) the container; the source could then only be resumed after CRIU gave up.
+    """
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        kill_group(proc.pid)
+        proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, err)
+
+
+def kill_group(pgid: int, timeout: float = 10.0) -> None:
+    """SIGKILL a process group and wait (bounded) until none of it is left alive (zombies
+    waiting for a parent that may never reap them do not count)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        if not _live_members(pgid):
+            return
+        time.sleep(0.02)
+
+
+def _live_members(pgid: int) -> list[int]:
+    live = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
+            live.append(int(entry.name))
+    return live
 
 
 def resume_source(cluster: LocalCluster, move: ContainerMove, pod: PodRecord) -> None:
@@ -118,10 +173,16 @@ def dump_to_page_server(
     undo.callback(server.stop)
     argv[-1:-1] = ["--leave-running", "--page-server", f"{move.dst.node.ip}:{port}"]
     try:
-        sh.run(argv, timeout=timeout)
+        run_group(argv, timeout)
         server.wait(timeout=30)
-    except (CommandError, criu.CriuError) as exc:
-        raise _fail("dump", f"checkpoint of {move.source.name}", exc, move.src.work / "dump.log") from exc
+    except (CommandError, criu.CriuError, subprocess.TimeoutExpired) as exc:
+        failure = _fail("dump", f"checkpoint of {move.source.name}", exc, move.src.work / "dump.log")
+        receiver = criu.last_error(move.dst.work / "page-server.log")
+        if receiver:  # the cause is often on the receiving side (a full disk, say)
+            failure = MigrationError(
+                "dump", f"{str(failure).split(': ', 1)[1]}; target's page server: {receiver}"
+            )
+        raise failure from exc
     move.page_bytes = sum(p.stat().st_size for p in move.dst.images.glob("pages-*.img"))
     move.stats = criu.read_stats(move.src.work / "stats-dump")
 
@@ -178,9 +239,8 @@ def lazy_dump(
     move.dump_proc = proc
 
     def stop_dump() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        kill_group(proc.pid)
+        proc.wait(timeout=10)
         resume_source(cluster, move, pod)
 
     undo.callback(stop_dump)
@@ -340,7 +400,9 @@ def runc_restore(
     try:
         tc.monitor_pid = monitor.launch(argv, Path(tc.log), Path(tc.exit_file), timeout=timeout)
     except RuntimeError as exc:
-        detail = criu.last_error(work / "restore.log") or runc.last_error() or str(exc)
+        detail = (
+            criu.last_error(work / "restore.log", work / "lazy-pages.log") or runc.last_error() or str(exc)
+        )
         raise MigrationError("restore", f"restore of {tc.name} on {node} failed: {detail}") from exc
 
 

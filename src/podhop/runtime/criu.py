@@ -45,16 +45,39 @@ def write_config(path: Path, options: list[str]) -> None:
     path.write_text("".join(f"{opt}\n" for opt in options))
 
 
-def last_error(log: Path) -> str:
-    """The last line of a CRIU log that reports an error, for messages."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        if "Error" in line or "error" in line:
-            return line.split(")", 1)[-1].strip()
-    return lines[-1].strip() if lines else ""
+#: Errors CRIU logs on every run here and survives (no CAP_SYS_RESOURCE): never the cause.
+BENIGN_ERRORS = ("Can't setup RLIMIT_NOFILE for self",)
+
+
+def last_error(*logs: Path) -> str:
+    """CRIU's own reason for a failure: the first ``Error (file:line): ...`` line of the logs.
+
+    The first error is the cause; later ones are consequences ("Dumping FAILED.", cleanup noise).
+    """
+    for log in logs:
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if "Error (" in line and not any(b in line for b in BENIGN_ERRORS):
+                return line.split("):", 1)[-1].strip()
+    return ""
+
+
+def pagemap_bytes(images: Path) -> int:
+    """Bytes of memory the images describe (``nr_pages`` of every pagemap entry), e.g. what a
+    post-copy restore pulls lazily."""
+    total = 0
+    for path in images.glob("pagemap-*.img"):
+        if path.name.startswith("pagemap-shmem"):
+            continue
+        for entry in read_entries(path)[1:]:  # the first entry is the pagemap head
+            # pagemap_entry: nr_pages (2, uint32) in older CRIU; CRIU 4.x writes 0 there and the
+            # count in field 5 (uint64 pages)
+            pages = entry.get(5) or entry.get(2)
+            total += pages * 4096 if isinstance(pages, int) else 0
+    return total
 
 
 def dirty_tracking(criu: Path) -> bool:
