@@ -315,7 +315,9 @@ def _finish_source(m: Migration) -> None:
                     mv.lazy_daemon.wait(timeout=30)
             except (subprocess.TimeoutExpired, criu.CriuError) as exc:
                 m.warnings.append(f"post-copy of {mv.source.name} did not finish cleanly: {exc}")
-            mv.stats = criu.read_stats(mv.src.work / "stats-dump")
+            # A lazy dump's stats-dump holds no page counts (and a bogus frozen time), so the memory
+            # the target pulled is read from the source's pagemaps instead.
+            mv.page_bytes = criu.pagemap_bytes(mv.src.images)
         m.timings["pull"] = (time.monotonic() - t0) * 1000
     t0 = time.monotonic()
     for mv in m.moves:
