@@ -26,7 +26,7 @@ from typing import Any
 from podhop import sh
 from podhop.backends.local import pods as podops
 from podhop.backends.local.cluster import LocalCluster
-from podhop.errors import CommandError
+from podhop.errors import CommandError, RuntimeFailure
 from podhop.migrate.plan import MigrationError
 from podhop.net import netns
 from podhop.runtime import cgroups, criu, monitor
@@ -145,8 +145,15 @@ def resume_source(cluster: LocalCluster, move: ContainerMove, pod: PodRecord) ->
 
 
 def freeze(cluster: LocalCluster, move: ContainerMove, pod: PodRecord, undo: ExitStack) -> None:
-    cluster.runc.pause(move.source.runtime_id)
+    """Freeze the source (cgroup freezer); thawed again by the undo if the migration fails."""
     undo.callback(resume_source, cluster, move, pod)
+    try:
+        cluster.runc.pause(move.source.runtime_id)
+    except RuntimeFailure as exc:
+        # runc gives up quickly when a throttled cgroup takes a while to freeze: wait for it.
+        rel = f"{cgroups.relpath(cluster.name, pod.node, pod.sandbox)}/{move.source.name}"
+        if not cgroups.freeze(rel):
+            raise MigrationError("freeze", f"{move.source.name} did not freeze within 5 s: {exc}") from exc
 
 
 def dump_to_page_server(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,29 @@ def _enable_v2_controllers(rel: str) -> None:
                 (d / "cgroup.subtree_control").write_text(f"+{ctrl}")
         d = d / part
         d.mkdir(exist_ok=True)
+
+
+def freeze(rel: str, timeout: float = 5.0) -> bool:
+    """Freeze the cgroup ``rel`` and wait until it is frozen; False if it did not freeze in time.
+
+    runc's own freeze gives up after a few milliseconds, which a CPU-throttled cgroup (its CFS
+    quota spent) can need more than: its tasks must be scheduled to enter the freezer.
+    """
+    v2 = is_v2()
+    control = CGROUP_ROOT / rel / "cgroup.freeze" if v2 else CGROUP_ROOT / "freezer" / rel / "freezer.state"
+    status = CGROUP_ROOT / rel / "cgroup.events" if v2 else control
+    control.write_text("1" if v2 else "FROZEN")
+
+    def done() -> bool:
+        text = status.read_text()
+        return "frozen 1" in text if v2 else text.strip() == "FROZEN"
+
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 def hierarchies() -> list[Path]:
