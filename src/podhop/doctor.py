@@ -25,6 +25,7 @@ from pathlib import Path
 
 from podhop import sh
 from podhop.runtime import images as image_store
+from podhop.runtime.mounts import mount_table
 from podhop.setup import host
 
 CLUSTER = "cluster"
@@ -141,7 +142,7 @@ def _check_kernel() -> list[Check]:
 
 
 def _check_cgroups() -> list[Check]:
-    mounts = image_store.mount_table()
+    mounts = mount_table()
     by_point = {point: (fstype, opts) for point, fstype, opts in mounts}
     root = by_point.get("/sys/fs/cgroup")
     if root is not None and root[0] == "cgroup2":

@@ -29,7 +29,7 @@ from podhop.backends.local.cluster import LocalCluster
 from podhop.errors import CommandError, RuntimeFailure
 from podhop.migrate.plan import MigrationError
 from podhop.net import netns
-from podhop.runtime import cgroups, criu, monitor
+from podhop.runtime import cgroups, criu, monitor, mounts
 from podhop.runtime.images import resolve
 from podhop.store import ContainerRecord, NodeRecord, PodRecord
 
@@ -440,7 +440,7 @@ def _delete_failed_restore(cluster: LocalCluster, tc: ContainerRecord) -> None:
     runc = cluster.runc
     runc.kill(tc.runtime_id, "KILL", all_processes=True)
     time.sleep(0.05)
-    criu.unmount_below(runc.root / tc.runtime_id)  # CRIU's criu-root bind mount: never delete through it
+    mounts.unmount_under(runc.root / tc.runtime_id)  # CRIU's criu-root bind mount: never delete through it
     runc.delete(tc.runtime_id, force=True)
     if tc.monitor_pid:
         podops.wait_gone(tc.monitor_pid, 2.0)

@@ -10,7 +10,7 @@ post-copy — plus the clean-up that CRIU's traps demand (see
   chain) in the pod's namespace, so the source looks alive but answers
   nothing: :func:`remove_network_lock` takes it out;
 - ``runc delete`` after a failed restore can wipe the root filesystem through
-  CRIU's ``criu-root`` bind mount: :func:`unmount_below` must run first.
+  CRIU's ``criu-root`` bind mount: :func:`podhop.runtime.mounts.unmount_under` must run first.
 
 Processes that must run in a node's network namespace are started with
 ``nsenter --net`` (not ``ip netns exec``, which remounts /sys and would hide
@@ -99,19 +99,6 @@ def remove_network_lock(netns_path: Path | str) -> bool:
         sh.ok(in_netns(netns_path, [tool, "-w", "-F", "CRIU"]))
         sh.ok(in_netns(netns_path, [tool, "-w", "-X", "CRIU"]))
     return found
-
-
-def mounts_below(top: Path) -> list[str]:
-    prefix = str(top).rstrip("/") + "/"
-    points = [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()]
-    return sorted((p for p in points if p.startswith(prefix) or p == str(top)), key=len, reverse=True)
-
-
-def unmount_below(top: Path) -> None:
-    """Unmount everything at or below ``top`` (CRIU's criu-root and cgyard mounts), deepest first."""
-    for point in mounts_below(top):
-        if not sh.ok(["umount", point]):
-            sh.ok(["umount", "-l", point])
 
 
 @dataclass

@@ -46,6 +46,7 @@ from typing import Any
 
 from podhop import sh
 from podhop.errors import CommandError, ImageError, PodhopError, SetupError
+from podhop.runtime.mounts import mount_table, mounts_under
 from podhop.settings import paths
 
 Report = Callable[[str], None]
@@ -394,26 +395,6 @@ def debootstrap(
     report(f"debootstrap {suite}: done in {time.monotonic() - started:.0f} s")
 
 
-def mount_table() -> list[tuple[str, str, str]]:
-    """(mount point, fs type, super options) of every mount of this process."""
-    out: list[tuple[str, str, str]] = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            rest = right.split()
-            if len(fields) < 5 or len(rest) < 3:
-                continue
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-            out.append((point, rest[0], rest[2]))
-    return out
-
-
-def _mounts_below(path: Path) -> list[str]:
-    root = str(path)
-    return [m for m, _, _ in mount_table() if m == root or m.startswith(root + "/")]
-
-
 def in_use_as_lowerdir(path: Path) -> bool:
     """True when an overlay mount of this machine uses ``path`` (or a directory in it) as a lowerdir."""
     text = str(path)
@@ -436,9 +417,9 @@ def remove_tree(path: Path) -> None:
     if target.is_symlink() or not target.is_dir():
         target.unlink()
         return
-    for point in sorted(_mounts_below(target), key=lambda m: m.count("/"), reverse=True):
+    for point in mounts_under(target):
         sh.ok(["umount", "--lazy", point], timeout=30)
-    left = _mounts_below(target)
+    left = mounts_under(target)
     if left:
         raise SetupError(
             f"cannot remove {target}: still mounted: {', '.join(left)}",

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from podhop import sh
 from podhop.backends.local.layout import MAX_CLUSTERS, MAX_NODES, Layout, valid_name
 from podhop.errors import AlreadyExistsError, ClusterError, NotFoundError, PodhopError
 from podhop.net import nat, netns, shaping
 from podhop.runtime import cgroups
+from podhop.runtime.mounts import mounts_under, unmount_under
 from podhop.runtime.runc import Runc
 from podhop.settings import Paths, paths
 from podhop.store import ClusterRecord, NodeRecord, Store
@@ -246,12 +246,12 @@ def _sweep(cluster: LocalCluster, report: Report) -> list[str]:
         runc.kill(c["id"], "KILL", all_processes=True)
     for pid in cgroups.procs(cgroups.relpath(cluster.name)):
         _kill(pid)
-    _unmount_under(cluster.run_dir)
+    unmount_under(cluster.run_dir)
     for c in runc.list() if runc.root.is_dir() else []:
         runc.delete(c["id"], force=True)
     report("unmounting root filesystems")
-    _unmount_under(cluster.dir)
-    _unmount_under(cluster.run_dir)
+    unmount_under(cluster.dir)
+    unmount_under(cluster.run_dir)
     report("removing namespaces, links, NAT rules, cgroups")
     for ns in netns.list_netns(lay.netns_prefix):
         netns.delete(ns)
@@ -296,23 +296,6 @@ def monitor_pids(cluster_dir: Path) -> list[int]:
         if marker in cmdline:
             found.append(int(entry.name))
     return found
-
-
-def mounts_under(top: Path) -> list[str]:
-    """Mount points at or below ``top``, deepest first."""
-    prefix = str(top).rstrip("/") + "/"
-    points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].replace("\\040", " ")
-        if point.startswith(prefix) or point == str(top):
-            points.append(point)
-    return sorted(points, key=len, reverse=True)
-
-
-def _unmount_under(top: Path) -> None:
-    for point in mounts_under(top):
-        if not sh.ok(["umount", point]):
-            sh.ok(["umount", "-l", point])
 
 
 def residue(name: str, idx: int) -> list[str]:

@@ -22,13 +22,14 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 
 from podhop import sh
-from podhop.backends.local.cluster import LocalCluster, mounts_under
+from podhop.backends.local.cluster import LocalCluster
 from podhop.backends.local.layout import pod_ips
 from podhop.errors import PodhopError, RuntimeFailure, SchedulingError
 from podhop.net import netns
 from podhop.objects.model import ContainerSpec, PodSpec
 from podhop.runtime import cgroups, monitor, oci
 from podhop.runtime.images import Image, resolve
+from podhop.runtime.mounts import mounts_under, unmount_under
 from podhop.store import ContainerRecord, NodeRecord, PodRecord, now
 
 
@@ -141,9 +142,7 @@ def create_sandbox(cluster: LocalCluster, node: NodeRecord, pod: PodRecord) -> N
 def delete_sandbox(cluster: LocalCluster, pod: PodRecord) -> None:
     netns.delete(pod.netns)
     top = pod_dir(cluster, pod.node, pod.name, pod.sandbox)
-    for point in mounts_under(top):
-        if not sh.ok(["umount", point]):
-            sh.ok(["umount", "-l", point])
+    unmount_under(top)
     if not mounts_under(top):
         shutil.rmtree(top, ignore_errors=True)
     cgroups.remove_tree(cgroups.relpath(cluster.name, pod.node, pod.sandbox))
