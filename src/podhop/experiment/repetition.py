@@ -77,6 +77,8 @@ def repetition(ctx: Context, i: int) -> None:
         attempts = probe.stop()
         r.dir.append_probe(i, attempts)
         probe_summary(rep, attempts, r.spec.probe.rate_hz)
+        if r.sampler is not None:
+            r.sampler.wait_samples(1, 3.0)  # the sample covering the last phase's tail ends up to 1 s later
         rows = r.sampler.rows() if r.sampler else []
         rep["nodes"] = {
             ph: node_means(rows, rep["phases"][ph])
