@@ -15,10 +15,10 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from podhop.settings import paths
 
@@ -42,7 +42,7 @@ def now() -> str:
 
 @dataclass
 class ClusterRecord:
-    """A local cluster: its index fixes its address range and interface names."""
+    """A cluster of either kind: its index (unique across kinds) fixes its address range and names."""
 
     name: str
     idx: int
@@ -51,6 +51,7 @@ class ClusterRecord:
     node_memory_b: int
     link_bandwidth_bps: int | None
     created: str = field(default_factory=now)
+    kind: str = "local"  # local | kubernetes (rows written before kinds existed load as local)
 
 
 @dataclass
@@ -128,6 +129,15 @@ class DeploymentRecord:
     created: str = field(default_factory=now)
 
 
+R = TypeVar("R")
+
+
+def _load(cls: type[R], body: dict[str, Any]) -> R:
+    """A record from its JSON body; keys this version does not know (a newer podhop's) are ignored."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in body.items() if k in known})
+
+
 class Store:
     """Access to the state database (one connection per instance)."""
 
@@ -164,11 +174,11 @@ class Store:
 
     def clusters(self) -> list[ClusterRecord]:
         rows = self.db.execute("SELECT body FROM clusters ORDER BY name").fetchall()
-        return [ClusterRecord(**json.loads(r[0])) for r in rows]
+        return [_load(ClusterRecord, json.loads(r[0])) for r in rows]
 
     def cluster(self, name: str) -> ClusterRecord | None:
         row = self.db.execute("SELECT body FROM clusters WHERE name = ?", (name,)).fetchone()
-        return ClusterRecord(**json.loads(row[0])) if row else None
+        return _load(ClusterRecord, json.loads(row[0])) if row else None
 
     def delete_cluster(self, name: str) -> None:
         for table in ("clusters", "nodes", "objects"):
@@ -184,7 +194,7 @@ class Store:
 
     def nodes(self, cluster: str) -> list[NodeRecord]:
         rows = self.db.execute("SELECT body FROM nodes WHERE cluster = ?", (cluster,)).fetchall()
-        return sorted((NodeRecord(**json.loads(r[0])) for r in rows), key=lambda n: n.idx)
+        return sorted((_load(NodeRecord, json.loads(r[0])) for r in rows), key=lambda n: n.idx)
 
     # namespaced objects
     def _put(self, kind: str, cluster: str, namespace: str, name: str, body: dict[str, Any]) -> None:
@@ -212,18 +222,18 @@ class Store:
     def pods(self, cluster: str) -> list[PodRecord]:
         out = []
         for body in self._all("Pod", cluster):
-            containers = [ContainerRecord(**c) for c in body.pop("containers")]
-            out.append(PodRecord(**body, containers=containers))
+            containers = [_load(ContainerRecord, c) for c in body.pop("containers")]
+            out.append(_load(PodRecord, {**body, "containers": containers}))
         return out
 
     def put_service(self, s: ServiceRecord) -> None:
         self._put("Service", s.cluster, s.namespace, s.name, asdict(s))
 
     def services(self, cluster: str) -> list[ServiceRecord]:
-        return [ServiceRecord(**b) for b in self._all("Service", cluster)]
+        return [_load(ServiceRecord, b) for b in self._all("Service", cluster)]
 
     def put_deployment(self, d: DeploymentRecord) -> None:
         self._put("Deployment", d.cluster, d.namespace, d.name, asdict(d))
 
     def deployments(self, cluster: str) -> list[DeploymentRecord]:
-        return [DeploymentRecord(**b) for b in self._all("Deployment", cluster)]
+        return [_load(DeploymentRecord, b) for b in self._all("Deployment", cluster)]

@@ -1,61 +1,50 @@
-"""Checkpoint archives in the layout Podman and CRI-O export, so tools can share them.
+"""``podhop checkpoint`` and ``podhop restore`` on the local backend: a pod to an archive and back.
 
-Why: a checkpoint is worth more as a file another tool can read. ``podhop
-checkpoint`` writes, and ``podhop restore`` reads, the container archive
-layout that ``checkpointctl`` understands (names from its ``lib/metadata.go``):
+Why: a checkpoint is worth more as a file other tools read (the layout is in
+:mod:`podhop.archive.layout`). The two directions carry the two promises:
 
-    checkpoint/        CRIU's images (pstree.img, core-*.img, pages-*.img, ...)
-    config.dump        container metadata: id, name, rootfsImageName, runtime,
-                       createdTime (plus podhop's own keys under "podhop")
-    spec.dump          the container's OCI runtime config
-    rootfs-diff.tar    files the container changed in its root filesystem
-    deleted.files      JSON list of files it deleted
-    stats-dump         CRIU's dump statistics; dump.log its log
-
-Archives hold process memory, so they are created mode 0600. ``inspect``
-reads one back: process tree, image, memory size and CRIU's statistics.
+- **no lost checkpoint.** The output is claimed before the dump
+  (:class:`~podhop.archive.writer.Output`); the container is frozen, dumped
+  with CRIU told to leave it as it is, the archive written, synced and renamed
+  into place — and only then, unless ``--leave-running``, is the container
+  killed. Any failure before that thaws it: the pod runs on as before.
+- **an archive is untrusted.** It is read in one checked pass
+  (:mod:`podhop.archive.reader`); the pod, its names and labels, and its spec
+  are validated like a manifest; the container's OCI config is built by podhop
+  (:func:`~podhop.backends.local.pods.container_config`) taking from the
+  archive only the process; the root filesystem diff and deletions are
+  replayed confined to the new root (:mod:`podhop.archive.rootfs`). Any
+  failure removes everything the restore made.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import stat
-import tarfile
-import tempfile
+import subprocess
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from podhop import sh
+from podhop.archive import layout, reader, rootfs
+from podhop.archive.layout import ArchiveError
+from podhop.archive.writer import Output
 from podhop.backends.local import pods as podops
 from podhop.backends.local import services as svcops
 from podhop.backends.local.cluster import LocalCluster
-from podhop.errors import AlreadyExistsError, NotFoundError, PodhopError
+from podhop.errors import AlreadyExistsError, CommandError, ManifestError, NotFoundError, PodhopError
 from podhop.migrate import steps
 from podhop.migrate.plan import MigrationError
 from podhop.net import netns
-from podhop.runtime import criu
-from podhop.store import PodRecord, now
+from podhop.objects.manifests import load_manifests
+from podhop.objects.model import Pod
+from podhop.runtime import criu, oci
+from podhop.store import ContainerRecord, PodRecord, now
 
-
-def _diff(upper: Path, out: Path) -> list[str]:
-    """Write ``rootfs-diff.tar`` from an overlay upper dir; return the deleted paths (whiteouts)."""
-    deleted: list[str] = []
-    with tarfile.open(out, "w") as tar:
-        for root, dirs, files in os.walk(upper):
-            for name in sorted(dirs + files):
-                full = Path(root) / name
-                rel = str(full.relative_to(upper))
-                st = full.lstat()
-                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    deleted.append("/" + rel)  # an overlay whiteout: the file was deleted
-                    continue
-                tar.add(full, arcname=rel, recursive=False)
-    return deleted
+#: How long a checkpoint's dump may take.
+DUMP_TIMEOUT_S = 300.0
 
 
 def _find(cluster: LocalCluster, pod: str, namespace: str) -> PodRecord:
@@ -63,6 +52,15 @@ def _find(cluster: LocalCluster, pod: str, namespace: str) -> PodRecord:
         if (p.namespace, p.name) == (namespace, pod):
             return p
     raise NotFoundError(f'pod "{pod}" not found in cluster {cluster.name}')
+
+
+def _container(pod: PodRecord, name: str | None) -> ContainerRecord:
+    ctrs = [c for c in pod.containers if name in (None, c.name)]
+    if len(ctrs) != 1:
+        names = ", ".join(c.name for c in pod.containers)
+        which = "has no container " + repr(name) if name else "has several containers"
+        raise PodhopError(f"pod {pod.name} {which} ({names}): choose one with --container")
+    return ctrs[0]
 
 
 def checkpoint(
@@ -74,139 +72,152 @@ def checkpoint(
     leave_running: bool = False,
     container: str | None = None,
 ) -> Path:
-    """Checkpoint one container of a pod into an archive; without ``leave_running`` the pod is removed."""
+    """Checkpoint one container of a pod into an archive; without ``leave_running`` the pod is removed
+    (after the archive is safely written)."""
     with cluster.store.lock(cluster.name):
         pod = _find(cluster, pod_name, namespace)
-        ctrs = [c for c in pod.containers if container in (None, c.name)]
-        if len(ctrs) != 1:
-            names = ", ".join(c.name for c in pod.containers)
-            raise PodhopError(f"pod {pod.name} has containers {names}: choose one with --container")
-        ctr = ctrs[0]
+        ctr = _container(pod, container)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         output = output or Path(f"checkpoint-{pod.name}_{pod.namespace}-{ctr.name}-{stamp}.tar")
+        out = Output(output)  # claimed before the dump: a bad path costs nothing
         work = cluster.node_dir(pod.node) / "checkpoints" / f"{pod.name}-{secrets.token_hex(3)}"
-        images, logs = work / "checkpoint", work / "work"
-        images.mkdir(parents=True)
-        logs.mkdir()
         try:
-            Path(ctr.bundle, "criu.conf").write_text("skip-in-flight\n")
-            argv = cluster.runc.argv(
-                "checkpoint",
-                "--image-path",
-                str(images),
-                "--work-path",
-                str(logs),
-                "--tcp-established",
-                *(["--leave-running"] if leave_running else []),
-                ctr.runtime_id,
-            )
-            try:
-                sh.run(criu.in_netns(netns.netns_path(cluster.node(pod.node).netns), argv), timeout=300)
-            except PodhopError as exc:
-                criu.remove_network_lock(netns.netns_path(pod.netns))
-                detail = criu.last_error(logs / "dump.log") or str(exc)
-                raise MigrationError("dump", f"checkpoint of {pod.name}/{ctr.name} failed: {detail}") from exc
-            deleted = _diff(Path(ctr.bundle) / "upper", work / "rootfs-diff.tar")
-            (work / "deleted.files").write_text(json.dumps(deleted))
-            config = {
-                "id": ctr.runtime_id,
-                "name": ctr.name,
-                "rootfsImageName": ctr.image,
-                "runtime": "runc",
-                "createdTime": pod.created,
-                "checkpointedTime": stamp,
-                "podhop": {
-                    "pod": pod.name,
-                    "namespace": pod.namespace,
-                    "labels": pod.labels,
-                    "spec": pod.spec,
-                    "owner_kind": pod.owner_kind,
-                    "owner_name": pod.owner_name,
-                    "node": pod.node,
-                    "podIP": pod.ip,
-                    "ports": ctr.ports,
-                    "leave_running": leave_running,
-                },
-            }
-            (work / "config.dump").write_text(json.dumps(config, indent=2))
-            shutil.copyfile(Path(ctr.bundle) / "config.json", work / "spec.dump")
-            for name in ("stats-dump", "dump.log"):
-                if (logs / name).exists():
-                    shutil.copyfile(logs / name, work / name)
-            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w") as tar:
-                for name in (
-                    "config.dump",
-                    "spec.dump",
-                    "rootfs-diff.tar",
-                    "deleted.files",
-                    "stats-dump",
-                    "dump.log",
-                    "checkpoint",
-                ):
-                    if (work / name).exists():
-                        tar.add(work / name, arcname=name)
-            os.chmod(output, 0o600)
+            with ExitStack() as undo:
+                if not leave_running:
+                    steps.freeze(cluster, ctr, pod, undo)  # thawed by the undo on any failure
+                _dump(cluster, pod, ctr, work, undo)
+                _write_metadata(pod, ctr, work, stamp, leave_running)
+                out.write(work)
+                out.commit()
+                if leave_running:
+                    undo.close()  # nothing was frozen by us: CRIU left the container running
+                else:
+                    undo.pop_all()  # committed: the frozen container is stopped below
+        except BaseException:
+            out.discard()
+            raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        if not leave_running:  # CRIU ended the container: the pod is gone from this node
+        if not leave_running:
+            steps.kill_frozen_source(cluster, ctr)
             podops.delete_pod(cluster, pod, grace_s=0)
             svcops.sync(cluster)
         return output
 
 
+def _dump(cluster: LocalCluster, pod: PodRecord, ctr: ContainerRecord, work: Path, undo: ExitStack) -> None:
+    """CRIU's images of ``ctr`` into ``work/checkpoint``, the container left as it was (running or frozen)."""
+    images, logs = work / layout.CHECKPOINT_DIR, work / "work"
+    images.mkdir(parents=True, mode=0o700)
+    logs.mkdir()
+    Path(ctr.bundle, "criu.conf").write_text(steps.DUMP_CONFIG)
+    argv = cluster.runc.argv(
+        "checkpoint",
+        "--image-path",
+        str(images),
+        "--work-path",
+        str(logs),
+        "--tcp-established",
+        "--leave-running",
+        ctr.runtime_id,
+    )
+    node_ns = netns.netns_path(cluster.node(pod.node).netns)
+    undo.callback(criu.remove_network_lock, netns.netns_path(pod.netns))
+    try:
+        steps.run_group(criu.in_netns(node_ns, argv), DUMP_TIMEOUT_S)
+    except (CommandError, subprocess.TimeoutExpired) as exc:
+        detail = criu.last_error(logs / "dump.log") or str(exc)
+        raise MigrationError("dump", f"checkpoint of {pod.name}/{ctr.name} failed: {detail}") from exc
+    for name in (layout.STATS_DUMP, layout.DUMP_LOG):
+        if (logs / name).exists():
+            shutil.copyfile(logs / name, work / name)
+
+
+def _write_metadata(
+    pod: PodRecord, ctr: ContainerRecord, work: Path, stamp: str, leave_running: bool
+) -> None:
+    deleted = rootfs.make_diff(Path(ctr.bundle) / "upper", work / layout.ROOTFS_DIFF)
+    rootfs.write_deleted(work / layout.DELETED_FILES, deleted)
+    config = {
+        "id": ctr.runtime_id,
+        "name": ctr.name,
+        "rootfsImageName": ctr.image,
+        "runtime": "runc",
+        "createdTime": pod.created,
+        "checkpointedTime": stamp,
+        "podhop": {
+            "pod": pod.name,
+            "namespace": pod.namespace,
+            "labels": pod.labels,
+            "spec": pod.spec,
+            "owner_kind": pod.owner_kind,
+            "owner_name": pod.owner_name,
+            "node": pod.node,
+            "podIP": pod.ip,
+            "ports": ctr.ports,
+            "leave_running": leave_running,
+        },
+    }
+    (work / layout.CONFIG_DUMP).write_text(json.dumps(config, indent=2))
+    shutil.copyfile(Path(ctr.bundle) / "config.json", work / layout.SPEC_DUMP)
+
+
 def inspect(archive: Path) -> dict[str, Any]:
-    """What an archive holds: container, image, process tree, memory and CRIU statistics."""
-    if not archive.exists():
-        raise NotFoundError(f"{archive}: no such file")
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(archive) as tar:
-        members = {m.name: m for m in tar.getmembers()}
-        if "config.dump" not in members or "spec.dump" not in members:
-            raise PodhopError(f"{archive}: not a container checkpoint archive (no config.dump/spec.dump)")
-        tar.extractall(tmp, filter="data")
-        base = Path(tmp)
-        config = json.loads((base / "config.dump").read_text())
-        spec = json.loads((base / "spec.dump").read_text())
-        images = base / "checkpoint"
-        pages = sum(p.stat().st_size for p in images.glob("pages-*.img"))
-        return {
-            "archive": str(archive),
-            "size_bytes": archive.stat().st_size,
-            "container": config.get("name"),
-            "id": config.get("id"),
-            "image": config.get("rootfsImageName"),
-            "runtime": config.get("runtime"),
-            "created": config.get("createdTime"),
-            "checkpointed": config.get("checkpointedTime"),
-            "pod": config.get("podhop", {}).get("pod"),
-            "command": spec.get("process", {}).get("args"),
-            "processes": criu.process_tree(images) if (images / "pstree.img").exists() else [],
-            "memory_pages_bytes": pages,
-            "checkpoint_bytes": criu.dir_bytes(images),
-            "rootfs_diff_bytes": (base / "rootfs-diff.tar").stat().st_size
-            if (base / "rootfs-diff.tar").exists()
-            else 0,
-            "deleted_files": json.loads((base / "deleted.files").read_text())
-            if (base / "deleted.files").exists()
-            else [],
-            "criu_stats": criu.read_stats(base / "stats-dump"),
-        }
+    """What an archive holds: container, image, process tree, memory and CRIU statistics.
+
+    Nothing is unpacked to disk: memory is summed from the members' sizes.
+    """
+    return reader.summary(reader.read(archive))
+
+
+def _pod_from_archive(
+    contents: reader.Contents, name: str | None
+) -> tuple[str, str, dict[str, str], dict[str, Any], str]:
+    """(pod name, namespace, labels, validated spec, container name) for the restored pod."""
+    ctr_name = layout.container_name(contents.config)
+    meta = contents.config.podhop
+    pod_name = name or (meta.pod if meta else ctr_name)
+    namespace = meta.namespace if meta else "default"
+    image = contents.config.rootfs_image_name
+    if not image:
+        raise ArchiveError(f"{contents.path}: {layout.CONFIG_DUMP} names no image (rootfsImageName)")
+    raw_spec = (meta.spec if meta else None) or {"containers": [{"name": ctr_name, "image": image}]}
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": pod_name, "namespace": namespace, "labels": meta.labels if meta else {}},
+        "spec": raw_spec,
+    }
+    try:
+        parsed = load_manifests(f"{contents.path.name}:{layout.CONFIG_DUMP}", text=json.dumps(doc))[0]
+    except ManifestError as exc:
+        raise ArchiveError(f"the pod in {contents.path} is not valid: {exc}", hint=exc.hint) from exc
+    assert isinstance(parsed, Pod)
+    names = [c.name for c in parsed.spec.containers]
+    if ctr_name not in names:
+        raise ArchiveError(f"{contents.path}: container {ctr_name!r} is not in its pod's spec ({names})")
+    if len(names) > 1:
+        raise ArchiveError(f"{contents.path}: its pod has several containers; an archive holds one")
+    return pod_name, namespace, dict(parsed.labels), parsed.spec.to_k8s(), ctr_name
 
 
 def restore(cluster: LocalCluster, archive: Path, node: str, name: str | None = None) -> PodRecord:
     """Start the archive's container as a pod on ``node`` (named as before unless ``name``)."""
+    if name is not None:
+        try:
+            layout.pod_name(name)
+        except ValueError as exc:
+            raise ArchiveError(f"--name: {exc}") from exc
     target = cluster.node(node)
     with cluster.store.lock(cluster.name):
         work = cluster.node_dir(node) / "checkpoints" / f"restore-{secrets.token_hex(3)}"
-        work.mkdir(parents=True)
+        work.mkdir(parents=True, mode=0o700)
         try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(work, filter="tar")
-            config = json.loads((work / "config.dump").read_text())
-            spec = json.loads((work / "spec.dump").read_text())
-            meta = config.get("podhop", {})
-            pod_name = name or meta.get("pod") or config["name"]
-            namespace = meta.get("namespace", "default")
+            contents = reader.read(
+                archive, images_to=work / layout.CHECKPOINT_DIR, diff_to=work / layout.ROOTFS_DIFF
+            )
+            reader.require_images(contents)
+            pod_name, namespace, labels, spec, ctr_name = _pod_from_archive(contents, name)
             if any((p.namespace, p.name) == (namespace, pod_name) for p in cluster.store.pods(cluster.name)):
                 raise AlreadyExistsError(f'pod "{pod_name}" already exists', hint="restore with --name NEW")
             sandbox = secrets.token_hex(3)
@@ -219,34 +230,29 @@ def restore(cluster: LocalCluster, archive: Path, node: str, name: str | None = 
                 sandbox=sandbox,
                 netns=cluster.layout.pod_netns(pod_name, sandbox),
                 ip=podops.free_ip(cluster, target),
-                labels=meta.get("labels", {}),
-                spec=meta.get(
-                    "spec", {"containers": [{"name": config["name"], "image": config["rootfsImageName"]}]}
-                ),
-                owner_kind=meta.get("owner_kind"),
-                owner_name=meta.get("owner_name"),
+                labels=labels,
+                spec=spec,
+                owner_kind=contents.config.podhop.owner_kind if contents.config.podhop else None,
+                owner_name=contents.config.podhop.owner_name if contents.config.podhop else None,
             )
+            ports = [p.get("containerPort") for p in spec["containers"][0].get("ports", [])]
             ctr = podops.container_record(
-                cluster, pod, config["name"], config.get("rootfsImageName", ""), list(meta.get("ports", []))
+                cluster, pod, ctr_name, spec["containers"][0]["image"], [int(p) for p in ports if p]
             )
             with ExitStack() as undo:
                 podops.create_sandbox(cluster, target, pod)
                 undo.callback(podops.delete_sandbox, cluster, pod)
-                rootfs = steps.mount_rootfs(cluster, ctr, pod, undo)
-                if (work / "rootfs-diff.tar").exists():
-                    sh.run(
-                        ["tar", "--numeric-owner", "-C", str(rootfs), "-xpf", str(work / "rootfs-diff.tar")]
-                    )
-                for path in json.loads((work / "deleted.files").read_text() or "[]"):
-                    target_path = rootfs / path.lstrip("/")
-                    if target_path.is_dir() and not target_path.is_symlink():
-                        shutil.rmtree(target_path, ignore_errors=True)
-                    else:
-                        target_path.unlink(missing_ok=True)
-                podops.write_etc(rootfs, pod)
-                steps.write_config(cluster, spec, ctr, pod)
+                root = steps.mount_rootfs(cluster, ctr, pod, undo)
+                if contents.rootfs_diff is not None:
+                    rootfs.apply_diff(root, contents.rootfs_diff)
+                rootfs.apply_deletions(root, contents.deleted)
+                podops.prepare_mount_points(root)  # the diff may have put links there
+                proc = contents.spec.process
+                process = oci.ProcessSpec(tuple(proc.args), tuple(proc.env), proc.cwd)
+                steps.write_config(cluster, ctr, pod, process=process)
+                assert contents.images_dir is not None
                 steps.runc_restore(
-                    cluster, ctr, work / "checkpoint", work / "restore-work", node, undo, 120.0
+                    cluster, ctr, contents.images_dir, work / "restore-work", node, undo, 120.0
                 )
                 pod.containers = [ctr]
                 pod.phase, pod.started = "Running", now()

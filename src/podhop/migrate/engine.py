@@ -249,7 +249,7 @@ def _run_strategy(m: Migration, undo: ExitStack, transfers: list[steps.Transfer]
     if strategy is Strategy.COLD:
         with m.phase("freeze"):
             for mv in m.moves:
-                steps.freeze(cluster, mv, m.pod, undo)
+                steps.freeze(cluster, mv.source, m.pod, undo)
     if strategy is Strategy.CLONE and _has_other_endpoints(m):
         with m.phase("detach"):
             # CRIU freezes and network-locks the source while it dumps; with other replicas

@@ -21,15 +21,15 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from podhop import sh
 from podhop.backends.local import pods as podops
+from podhop.backends.local.apply import spec_from_record
 from podhop.backends.local.cluster import LocalCluster
 from podhop.errors import CommandError, RuntimeFailure
 from podhop.migrate.plan import MigrationError
 from podhop.net import netns
-from podhop.runtime import cgroups, criu, monitor, mounts
+from podhop.runtime import cgroups, criu, monitor, mounts, oci
 from podhop.runtime.images import resolve
 from podhop.store import ContainerRecord, NodeRecord, PodRecord
 
@@ -136,24 +136,24 @@ def _live_members(pgid: int) -> list[int]:
     return live
 
 
-def resume_source(cluster: LocalCluster, move: ContainerMove, pod: PodRecord) -> None:
+def resume_source(cluster: LocalCluster, ctr: ContainerRecord, pod: PodRecord) -> None:
     """Undo of freeze/dump: the source container serves again (thawed, no CRIU network lock)."""
     criu.remove_network_lock(netns.netns_path(pod.netns))
-    state = cluster.runc.state(move.source.runtime_id)
+    state = cluster.runc.state(ctr.runtime_id)
     if state and state.get("status") == "paused":
-        cluster.runc.resume(move.source.runtime_id)
+        cluster.runc.resume(ctr.runtime_id)
 
 
-def freeze(cluster: LocalCluster, move: ContainerMove, pod: PodRecord, undo: ExitStack) -> None:
-    """Freeze the source (cgroup freezer); thawed again by the undo if the migration fails."""
-    undo.callback(resume_source, cluster, move, pod)
+def freeze(cluster: LocalCluster, ctr: ContainerRecord, pod: PodRecord, undo: ExitStack) -> None:
+    """Freeze a container (cgroup freezer); thawed again by the undo if what follows fails."""
+    undo.callback(resume_source, cluster, ctr, pod)
     try:
-        cluster.runc.pause(move.source.runtime_id)
+        cluster.runc.pause(ctr.runtime_id)
     except RuntimeFailure as exc:
         # runc gives up quickly when a throttled cgroup takes a while to freeze: wait for it.
-        rel = f"{cgroups.relpath(cluster.name, pod.node, pod.sandbox)}/{move.source.name}"
+        rel = f"{cgroups.relpath(cluster.name, pod.node, pod.sandbox)}/{ctr.name}"
         if not cgroups.freeze(rel):
-            raise MigrationError("freeze", f"{move.source.name} did not freeze within 5 s: {exc}") from exc
+            raise MigrationError("freeze", f"{ctr.name} did not freeze within 5 s: {exc}") from exc
 
 
 def dump_to_page_server(
@@ -163,7 +163,7 @@ def dump_to_page_server(
     memory streamed to a page server on the target node."""
     wrapper = cluster.runc.criu
     assert wrapper is not None
-    undo.callback(resume_source, cluster, move, pod)  # thaw; remove any CRIU network lock
+    undo.callback(resume_source, cluster, move.source, pod)  # thaw; remove any CRIU network lock
     argv = _checkpoint_argv(cluster, move)  # also makes the directories the page server needs
     port = free_port()
     try:
@@ -248,7 +248,7 @@ def lazy_dump(
     def stop_dump() -> None:
         kill_group(proc.pid)
         proc.wait(timeout=10)
-        resume_source(cluster, move, pod)
+        resume_source(cluster, move.source, pod)
 
     undo.callback(stop_dump)
     with os.fdopen(read_fd, "rb") as status:
@@ -347,30 +347,25 @@ def start_transfer(move: ContainerMove, timeout: float, undo: ExitStack) -> Tran
 
 def mount_rootfs(cluster: LocalCluster, tc: ContainerRecord, new_pod: PodRecord, undo: ExitStack) -> Path:
     """Mount the target container's overlay (its upper dir may already hold the source's changes)."""
-    bundle = Path(tc.bundle)
-    rootfs, upper, work = bundle / "rootfs", bundle / "upper", bundle / "work"
-    for d in (rootfs, upper, work):
-        d.mkdir(parents=True, exist_ok=True)
-    lower = podops.pull(cluster, new_pod.node, resolve(tc.image))
-    options = f"lowerdir={lower},upperdir={upper},workdir={work}"
-    sh.run(["mount", "-t", "overlay", "overlay", "-o", options, str(rootfs)])
+    rootfs = podops.mount_overlay(cluster, new_pod.node, resolve(tc.image), Path(tc.bundle))
     undo.callback(_unmount_quietly, rootfs)
-    podops.write_etc(rootfs, new_pod)
     return rootfs
 
 
 def write_config(
-    cluster: LocalCluster, spec: dict[str, Any], tc: ContainerRecord, new_pod: PodRecord
+    cluster: LocalCluster,
+    tc: ContainerRecord,
+    new_pod: PodRecord,
+    process: oci.ProcessSpec | None = None,
+    extra_binds: tuple[oci.BindMount, ...] = (),
 ) -> None:
-    """The checkpointed container's OCI config, re-homed: new netns, new cgroup, restore-time CRIU options."""
+    """The restored container's OCI config, built afresh from the pod's spec for its new home (new
+    netns, cgroup, mount sources) with restore-time CRIU options; ``process`` overrides what the
+    pod spec and image say the container runs (an archive's own, already validated)."""
+    spec = next(c for c in spec_from_record(new_pod).containers if c.name == tc.name)
+    proc = process or podops.image_process(spec, resolve(tc.image))
+    config = podops.container_config(cluster, new_pod, spec, proc, extra_binds)
     bundle = Path(tc.bundle)
-    config = json.loads(json.dumps(spec))
-    for ns in config["linux"]["namespaces"]:
-        if ns["type"] == "network":
-            ns["path"] = str(netns.netns_path(new_pod.netns))
-    rel = cgroups.relpath(cluster.name, new_pod.node, new_pod.sandbox)
-    config["linux"]["cgroupsPath"] = f"/{rel}/{tc.name}"
-    config.setdefault("annotations", {})["org.criu.config"] = str(bundle / "criu.conf")
     (bundle / "config.json").write_text(json.dumps(config, indent=1))
     (bundle / "criu.conf").write_text("tcp-close\n")  # the address changed: connections cannot live on
 
@@ -424,7 +419,7 @@ def restore(
     """Restore the container on the target from the transferred images, under a new monitor."""
     tc = move.target
     mount_rootfs(cluster, tc, new_pod, undo)
-    write_config(cluster, json.loads((Path(move.source.bundle) / "config.json").read_text()), tc, new_pod)
+    write_config(cluster, tc, new_pod)
     if Path(move.source.log).exists():
         shutil.copyfile(move.source.log, tc.log)
     runc_restore(cluster, tc, move.dst.images, move.dst.work, new_pod.node, undo, timeout, lazy)

@@ -23,9 +23,9 @@ import os
 import struct
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from podhop import sh
 from podhop.errors import PodhopError
@@ -255,9 +255,8 @@ def _fields(data: bytes) -> dict[int, int | bytes]:
     return out
 
 
-def read_entries(path: Path) -> list[dict[int, int | bytes]]:
-    """The protobuf entries of a CRIU image file (two magics, then size-prefixed messages)."""
-    data = path.read_bytes()
+def parse_entries(data: bytes) -> list[dict[int, int | bytes]]:
+    """The protobuf entries of a CRIU image (two magics, then size-prefixed messages)."""
     out, i = [], 8
     while i + 4 <= len(data):
         (size,) = struct.unpack_from("<I", data, i)
@@ -266,38 +265,73 @@ def read_entries(path: Path) -> list[dict[int, int | bytes]]:
     return out
 
 
-def process_tree(images: Path) -> list[dict[str, Any]]:
-    """``[{pid, ppid, comm}]`` from ``pstree.img`` and each task's ``core-PID.img``."""
+def read_entries(path: Path) -> list[dict[int, int | bytes]]:
+    """The protobuf entries of a CRIU image file."""
+    return parse_entries(path.read_bytes())
+
+
+@dataclass(frozen=True)
+class Process:
+    """One task of a dumped process tree."""
+
+    pid: int
+    ppid: int
+    comm: str
+
+
+def process_tree_of(pstree: bytes, core: Callable[[int], bytes | None]) -> list[Process]:
+    """The tree from ``pstree.img``'s bytes, each task named from its ``core-PID.img`` (``core(pid)``)."""
     tree = []
-    for entry in read_entries(images / "pstree.img"):
+    for entry in parse_entries(pstree):
         pid, ppid = int(entry.get(1, 0)), int(entry.get(2, 0))
         comm = ""
-        core = images / f"core-{pid}.img"
-        if core.exists():
-            tc = read_entries(core)[0].get(3)  # core_entry.tc: task_core_entry
-            if isinstance(tc, bytes):
-                name = _fields(tc).get(6)  # task_core_entry.comm
-                comm = name.decode(errors="replace") if isinstance(name, bytes) else ""
-        tree.append({"pid": pid, "ppid": ppid, "comm": comm})
+        data = core(pid)
+        if data:
+            try:
+                tc = parse_entries(data)[0].get(3)  # core_entry.tc: task_core_entry
+                name = _fields(tc).get(6) if isinstance(tc, bytes) else None  # task_core_entry.comm
+            except (ValueError, IndexError, struct.error):
+                name = None
+            comm = name.decode(errors="replace") if isinstance(name, bytes) else ""
+        tree.append(Process(pid, ppid, comm))
     return tree
 
 
-def read_stats(path: Path) -> dict[str, int]:
+def process_tree(images: Path) -> list[Process]:
+    """The process tree of an images directory."""
+
+    def core(pid: int) -> bytes | None:
+        path = images / f"core-{pid}.img"
+        return path.read_bytes() if path.exists() else None
+
+    return process_tree_of((images / "pstree.img").read_bytes(), core)
+
+
+def parse_stats(data: bytes) -> dict[str, int]:
     """Decode CRIU's ``stats-dump`` or ``stats-restore`` (two magics, a size, a ``StatsEntry``)."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return {}
     if len(data) < 12:
         return {}
-    (size,) = struct.unpack_from("<I", data, 8)
-    entry = _fields(data[12 : 12 + size])
-    out: dict[str, int] = {}
-    for field, names in ((1, _DUMP_FIELDS), (2, _RESTORE_FIELDS)):
-        sub = entry.get(field)
-        if isinstance(sub, bytes):
-            out.update({names[k]: v for k, v in _fields(sub).items() if k in names and isinstance(v, int)})
+    try:
+        (size,) = struct.unpack_from("<I", data, 8)
+        entry = _fields(data[12 : 12 + size])
+        out: dict[str, int] = {}
+        for field, names in ((1, _DUMP_FIELDS), (2, _RESTORE_FIELDS)):
+            sub = entry.get(field)
+            if isinstance(sub, bytes):
+                out.update(
+                    {names[k]: v for k, v in _fields(sub).items() if k in names and isinstance(v, int)}
+                )
+    except (ValueError, IndexError, struct.error):
+        return {}
     return out
+
+
+def read_stats(path: Path) -> dict[str, int]:
+    """CRIU's statistics file at ``path`` (empty when missing or unreadable)."""
+    try:
+        return parse_stats(path.read_bytes())
+    except OSError:
+        return {}
 
 
 def dir_bytes(path: Path) -> int:

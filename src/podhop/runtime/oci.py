@@ -56,6 +56,24 @@ READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 
 
 @dataclass(frozen=True)
+class BindMount:
+    """A file or directory of the host (always one of the pod's own) mounted into the container."""
+
+    destination: str
+    source: str
+    readonly: bool = False
+
+    def to_oci(self) -> dict[str, Any]:
+        mode = "ro" if self.readonly else "rw"
+        return {
+            "destination": self.destination,
+            "type": "bind",
+            "source": self.source,
+            "options": ["rbind", "rprivate", mode],
+        }
+
+
+@dataclass(frozen=True)
 class ProcessSpec:
     """What to run, resolved from the image config and the container spec."""
 
@@ -106,8 +124,13 @@ def config(
     cpu_limit_m: int = 0,
     memory_limit_b: int = 0,
     annotations: dict[str, str] | None = None,
+    binds: tuple[BindMount, ...] = (),
 ) -> dict[str, Any]:
-    """The OCI runtime config for one container (root filesystem at ``rootfs``)."""
+    """The OCI runtime config for one container (root filesystem at ``rootfs``).
+
+    ``binds`` are mounted after the standard mounts (the pod's ``/etc/hosts`` and the like: runc
+    resolves each destination inside the root filesystem, so a link there cannot lead outside).
+    """
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if nofile == resource.RLIM_INFINITY:
         nofile = 1 << 20
@@ -131,7 +154,7 @@ def config(
         },
         "root": {"path": "rootfs", "readonly": False},
         "hostname": hostname[:63],
-        "mounts": _mounts(),
+        "mounts": [*_mounts(), *(b.to_oci() for b in binds)],
         "annotations": annotations or {},
         "linux": {
             "cgroupsPath": "/" + cgroups_path.strip("/"),

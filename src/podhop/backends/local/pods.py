@@ -20,6 +20,7 @@ import socket
 import time
 from contextlib import ExitStack, suppress
 from pathlib import Path
+from typing import Any
 
 from podhop import sh
 from podhop.backends.local.cluster import LocalCluster
@@ -27,7 +28,7 @@ from podhop.backends.local.layout import pod_ips
 from podhop.errors import PodhopError, RuntimeFailure, SchedulingError
 from podhop.net import netns
 from podhop.objects.model import ContainerSpec, PodSpec
-from podhop.runtime import cgroups, monitor, oci
+from podhop.runtime import cgroups, monitor, oci, safefs
 from podhop.runtime.images import Image, resolve
 from podhop.runtime.mounts import mounts_under, unmount_under
 from podhop.store import ContainerRecord, NodeRecord, PodRecord, now
@@ -137,6 +138,7 @@ def create_sandbox(cluster: LocalCluster, node: NodeRecord, pod: PodRecord) -> N
         ],
     )
     pod_dir(cluster, node.name, pod.name, pod.sandbox).mkdir(parents=True, exist_ok=True)
+    write_etc(cluster, pod)
 
 
 def delete_sandbox(cluster: LocalCluster, pod: PodRecord) -> None:
@@ -148,38 +150,37 @@ def delete_sandbox(cluster: LocalCluster, pod: PodRecord) -> None:
     cgroups.remove_tree(cgroups.relpath(cluster.name, pod.node, pod.sandbox))
 
 
-def write_etc(rootfs: Path, pod: PodRecord) -> None:
-    etc = rootfs / "etc"
+#: Files every container of a pod gets from the pod's own directory (as the kubelet's etc-hosts):
+#: bind-mounted, never written into the image tree, so a link planted there leads nowhere.
+ETC_FILES = ("hosts", "hostname", "resolv.conf")
+
+
+def write_etc(cluster: LocalCluster, pod: PodRecord) -> Path:
+    """The pod's ``hosts``, ``hostname`` and ``resolv.conf`` in its own directory; return that directory."""
+    etc = pod_dir(cluster, pod.node, pod.name, pod.sandbox) / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
     (etc / "hostname").write_text(pod.name + "\n")
     (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{pod.ip}\t{pod.name}\n")
     (etc / "resolv.conf").write_text("# podhop: no cluster DNS\n")
+    return etc
 
 
-def _start_container(
-    cluster: LocalCluster, pod: PodRecord, ctr: ContainerSpec, image: Image
-) -> ContainerRecord:
+def etc_binds(cluster: LocalCluster, pod: PodRecord) -> tuple[oci.BindMount, ...]:
+    etc = pod_dir(cluster, pod.node, pod.name, pod.sandbox) / "etc"
+    return tuple(oci.BindMount(f"/etc/{name}", str(etc / name)) for name in ETC_FILES)
+
+
+def container_config(
+    cluster: LocalCluster,
+    pod: PodRecord,
+    ctr: ContainerSpec,
+    process: oci.ProcessSpec,
+    extra_binds: tuple[oci.BindMount, ...] = (),
+) -> dict[str, Any]:
+    """The OCI config of one container of ``pod``, built by podhop from the pod spec (at creation, and
+    again on every restore: nothing of a checkpointed config is reused)."""
     base = pod_dir(cluster, pod.node, pod.name, pod.sandbox) / ctr.name
-    rootfs, upper, work = base / "rootfs", base / "upper", base / "work"
-    for d in (rootfs, upper, work):
-        d.mkdir(parents=True, exist_ok=True)
-    lower = pull(cluster, pod.node, image)
-    sh.run(
-        [
-            "mount",
-            "-t",
-            "overlay",
-            "overlay",
-            "-o",
-            f"lowerdir={lower},upperdir={upper},workdir={work}",
-            str(rootfs),
-        ]
-    )
-    write_etc(rootfs, pod)
-    cfg = image.config
-    process = oci.resolve_process(
-        cfg.entrypoint, cfg.cmd, cfg.env, cfg.working_dir, ctr.command, ctr.args, ctr.env, ctr.working_dir
-    )
-    config = oci.config(
+    return oci.config(
         process,
         hostname=pod.name,
         netns_path=netns.netns_path(pod.netns),
@@ -194,7 +195,51 @@ def _start_container(
             # (skip-in-flight, tcp-close) without touching the host's /etc/criu/runc.conf.
             "org.criu.config": str(base / "criu.conf"),
         },
+        binds=etc_binds(cluster, pod) + extra_binds,
     )
+
+
+def image_process(ctr: ContainerSpec, image: Image) -> oci.ProcessSpec:
+    """What a container runs: Kubernetes' rule over the image's config."""
+    cfg = image.config
+    return oci.resolve_process(
+        cfg.entrypoint, cfg.cmd, cfg.env, cfg.working_dir, ctr.command, ctr.args, ctr.env, ctr.working_dir
+    )
+
+
+def mount_overlay(cluster: LocalCluster, node: str, image: Image, bundle: Path) -> Path:
+    """Mount a container's root filesystem: an overlay of its own upper dir over the node's image."""
+    rootfs, upper, work = bundle / "rootfs", bundle / "upper", bundle / "work"
+    for d in (rootfs, upper, work):
+        d.mkdir(parents=True, exist_ok=True)
+    lower = pull(cluster, node, image)
+    options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    sh.run(["mount", "-t", "overlay", "overlay", "-o", options, str(rootfs)])
+    try:
+        prepare_mount_points(rootfs)
+    except PodhopError:
+        sh.ok(["umount", str(rootfs)])
+        raise
+    return rootfs
+
+
+def prepare_mount_points(rootfs: Path) -> None:
+    """Make the pod's bind-mount points plain files, whatever the tree held there (a link to a host
+    file, say): runc then mounts exactly where CRIU expects, and nothing is resolved through a link."""
+    try:
+        with safefs.open_root(rootfs) as root:
+            for name in ETC_FILES:
+                safefs.ensure_file(root, f"etc/{name}")
+    except safefs.UnsafePathError as exc:
+        raise RuntimeFailure(f"root filesystem {rootfs}: {exc}") from exc
+
+
+def _start_container(
+    cluster: LocalCluster, pod: PodRecord, ctr: ContainerSpec, image: Image
+) -> ContainerRecord:
+    base = pod_dir(cluster, pod.node, pod.name, pod.sandbox) / ctr.name
+    mount_overlay(cluster, pod.node, image, base)
+    config = container_config(cluster, pod, ctr, image_process(ctr, image))
     (base / "criu.conf").write_text("")
     (base / "config.json").write_text(json.dumps(config, indent=1))
     record = container_record(cluster, pod, ctr.name, image.name, [p.container_port for p in ctr.ports])
