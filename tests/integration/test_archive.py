@@ -85,3 +85,47 @@ def test_inspect_rejects_a_non_checkpoint(tmp_path: Path) -> None:
         tar.add(tmp_path / "x", arcname="x")
     out = subprocess.run([*PODHOP, "inspect", str(bogus)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "not a container checkpoint archive" in out.stderr
+
+
+def serving(cluster: LocalCluster) -> bool:
+    (pod,) = cluster.store.pods(cluster.name)
+    with urllib.request.urlopen(f"http://{pod.ip}/", timeout=5) as resp:
+        return resp.status == 200
+
+
+@pytest.mark.parametrize("where", ["missing-dir", "read-only", "full-disk", "symlink"])
+def test_failed_checkpoint_leaves_the_pod_running(cluster: LocalCluster, tmp_path: Path, where: str) -> None:
+    """No lost checkpoint: wherever writing the archive fails, before or after the dump, the pod runs on."""
+    apply(cluster, "web.yaml", WEB)
+    (before,) = cluster.store.pods(cluster.name)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    output = mnt / "web.tar"
+    if where == "missing-dir":
+        output = tmp_path / "nonexistent" / "web.tar"
+    elif where == "read-only":
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], check=True)
+    elif where == "full-disk":  # the dump succeeds; the archive (~5 MB) does not fit: fails after it
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], check=True)
+    else:
+        output.symlink_to(tmp_path / "elsewhere.tar")
+    try:
+        out = podhop(cluster, "checkpoint", "web", "-o", str(output))
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.startswith("error:") and len(out.stderr.strip().splitlines()) <= 2, out.stderr
+        if where != "symlink":
+            assert sorted(p.name for p in mnt.iterdir()) == []  # no partial archive left
+        (after,) = cluster.store.pods(cluster.name)
+        assert (after.node, after.sandbox, after.phase) == (before.node, before.sandbox, "Running")
+        assert {c["id"]: c["status"] for c in cluster.runc.list()} == {
+            before.containers[0].runtime_id: "running"
+        }
+        assert serving(cluster)
+        assert not list((cluster.node_dir(before.node) / "checkpoints").iterdir())
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False, capture_output=True)
+    # and then a checkpoint to a good place works
+    good = tmp_path / "good.tar"
+    out = podhop(cluster, "checkpoint", "web", "-o", str(good))
+    assert out.returncode == 0, out.stderr
+    assert cluster.store.pods(cluster.name) == []

@@ -25,7 +25,8 @@ import pytest
 from podhop.backends.local import pods as podops
 from podhop.backends.local.apply import apply
 from podhop.backends.local.cluster import LocalCluster, monitor_pids
-from podhop.migrate.engine import Options, migrate
+from podhop.migrate.engine import Migration, Options, migrate
+from podhop.migrate.plan import MigrationError
 from podhop.net import netns
 from podhop.store import PodRecord
 
@@ -340,3 +341,80 @@ def test_broken_archives_give_one_line(cluster: LocalCluster, tmp_path: Path, ca
     ins = subprocess.run([*PODHOP, "inspect", str(bad)], capture_output=True, text=True, timeout=60)
     if case != "no-images":
         assert ins.returncode == 1 and "Traceback" not in ins.stderr and ins.stderr.startswith("error:")
+
+
+# --- transfers accept only their own migration ----------------------------------------------------
+
+
+def connect_from(ns: str | None, ip: str, port: int, payload: bytes) -> str:
+    """Connect from network namespace ``ns`` (None: the host), send ``payload``; what happened."""
+    code = (
+        "import socket,sys\n"
+        "try:\n"
+        f"    s=socket.create_connection(({ip!r},{port}),timeout=3)\n"
+        f"    s.sendall({payload!r})\n"
+        "    s.settimeout(3)\n"
+        "    print('closed' if s.recv(1)==b'' else 'answered')\n"
+        "except ConnectionRefusedError: print('refused')\n"
+        "except ConnectionResetError: print('reset')\n"
+        "except OSError as e: print('error', e)\n"
+    )
+    argv = [sys.executable, "-c", code]
+    if ns:
+        argv = ["nsenter", f"--net={netns.netns_path(ns)}", "--", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.strip()
+
+
+def test_transfer_ends_refuse_strangers(make_cluster: Callable[..., LocalCluster]) -> None:
+    """While a cold migration is under way, its receivers refuse the host, a pod and a wrong secret."""
+    cluster = make_cluster(nodes=3)
+    apply(cluster, "web.yaml", WEB)
+    assert podops.wait_ready(cluster.store.pods(cluster.name)) == []
+    src, dst, third = cluster.node("node-1"), cluster.node("node-2"), cluster.node("node-3")
+    seen: dict[str, str] = {}
+
+    def probe_receivers(phase: str, m: Migration) -> None:
+        if phase != "freeze":
+            return
+        mv = m.moves[0]
+        seen["transfer from host"] = connect_from(None, dst.ip, mv.transfer_port, b"x" * 64)
+        seen["transfer from another node"] = connect_from(third.netns, dst.ip, mv.transfer_port, b"x" * 64)
+        seen["transfer, wrong secret"] = connect_from(src.netns, dst.ip, mv.transfer_port, b"\0" * 32)
+        seen["page server from host"] = connect_from(None, dst.ip, mv.page_server_port, b"hello")
+        seen["page server from another node"] = connect_from(third.netns, dst.ip, mv.page_server_port, b"x")
+
+    opts = Options(measure_resources=False, on_phase=probe_receivers)
+    report = migrate(cluster, "web", "node-2", "cold", options=opts)
+    print(f"\n{seen}")
+    assert report["target_node"] == "node-2"  # the real sender still got through
+    for who in ("transfer from host", "transfer from another node", "transfer, wrong secret"):
+        assert seen[who] in ("closed", "reset"), seen  # dropped unread
+    assert seen["page server from host"] in ("refused", "reset")
+    assert seen["page server from another node"] in ("refused", "reset")
+    assert get(f"http://{the_pod(cluster).ip}/").startswith("<!DOCTYPE html>")
+
+
+def test_page_server_refuses_a_client_without_the_migration_key(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
+    """From the one address allowed, a client without this migration's certificate gets no TLS session:
+    CRIU's page server gives up, the migration fails, and the source keeps serving."""
+    cluster = make_cluster(nodes=2)
+    apply(cluster, "web.yaml", WEB)
+    (pod,) = cluster.store.pods(cluster.name)
+    assert podops.wait_ready([pod]) == []
+    src, dst = cluster.node("node-1"), cluster.node("node-2")
+    seen: dict[str, str] = {}
+
+    def intrude(phase: str, m: Migration) -> None:
+        if phase == "freeze":
+            hello = b"\x16\x03\x01\x00\x05hello"  # not a TLS client hello with a certificate
+            seen["intruder"] = connect_from(src.netns, dst.ip, m.moves[0].page_server_port, hello)
+
+    with pytest.raises(MigrationError) as err:
+        migrate(cluster, "web", "node-2", "cold", options=Options(measure_resources=False, on_phase=intrude))
+    print(f"\n{seen}: {err.value}")
+    assert seen["intruder"] != "answered"  # no TLS session, no data
+    (after,) = cluster.store.pods(cluster.name)
+    assert (after.node, after.sandbox) == (pod.node, pod.sandbox)
+    assert get(f"http://{after.ip}/").startswith("<!DOCTYPE html>")

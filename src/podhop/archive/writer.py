@@ -60,25 +60,33 @@ class Output:
     def write(self, work: Path, names: tuple[str, ...] = (*layout.WRITTEN, layout.CHECKPOINT_DIR)) -> None:
         """Write the archive from the files ``names`` of ``work`` (those that exist), then fsync."""
         assert self.fd is not None
-        with os.fdopen(os.dup(self.fd), "wb") as fh:
-            with tarfile.open(fileobj=fh, mode="w") as tar:
-                for name in names:
-                    if (work / name).exists():
-                        tar.add(work / name, arcname=name)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with os.fdopen(os.dup(self.fd), "wb") as fh:
+                with tarfile.open(fileobj=fh, mode="w") as tar:
+                    for name in names:
+                        if (work / name).exists():
+                            tar.add(work / name, arcname=name)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise ArchiveError(f"writing the checkpoint to {self.path} failed: {why}") from exc
 
     def commit(self) -> Path:
         """Rename the finished archive into place (atomically), sync the directory."""
         assert self.fd is not None
         os.close(self.fd)
         self.fd = None
-        os.rename(self.tmp, self.path)
-        dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            os.rename(self.tmp, self.path)
+            dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise ArchiveError(f"moving the checkpoint into {self.path} failed: {why}") from exc
         return self.path
 
     def discard(self) -> None:

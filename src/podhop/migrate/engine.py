@@ -205,6 +205,10 @@ def execute(m: Migration) -> dict[str, Any]:
                 podops.create_sandbox(cluster, cluster.node(m.plan.target), m.new)
                 undo.callback(podops.delete_sandbox, cluster, m.new)
                 transfers = [steps.start_transfer(mv, m.remaining("prepare"), undo) for mv in m.moves]
+                for mv in m.moves:
+                    steps.secure_links(mv, undo)
+                    if m.plan.strategy in (Strategy.COLD, Strategy.CLONE):
+                        steps.start_page_server(cluster, mv, undo)
             _run_strategy(m, undo, transfers)
             with m.phase("switch"), _SWITCH:
                 m.new.containers = [mv.target for mv in m.moves]
@@ -279,8 +283,9 @@ def _run_strategy(m: Migration, undo: ExitStack, transfers: list[steps.Transfer]
     with m.phase("restore"):
         for mv, port in zip(m.moves, ports, strict=True):
             mv.dst.work.mkdir(parents=True, exist_ok=True)
+            assert mv.tls is not None
             daemon = criu.lazy_pages(
-                wrapper, mv.dst.netns_path, mv.src.node.ip, port, mv.dst.images, mv.dst.work
+                wrapper, mv.dst.netns_path, mv.src.node.ip, port, mv.dst.images, mv.dst.work, mv.tls
             )
             undo.callback(daemon.stop)
             mv.lazy_daemon = daemon

@@ -28,7 +28,7 @@ from podhop.backends.local.apply import spec_from_record
 from podhop.backends.local.cluster import LocalCluster
 from podhop.errors import CommandError, RuntimeFailure
 from podhop.migrate.plan import MigrationError
-from podhop.net import netns
+from podhop.net import nat, netns
 from podhop.runtime import cgroups, criu, monitor, mounts, oci
 from podhop.runtime.images import resolve
 from podhop.store import ContainerRecord, NodeRecord, PodRecord
@@ -59,7 +59,11 @@ class ContainerMove:
     page_bytes: int = 0
     stats: dict[str, int] = field(default_factory=dict)
     dump_proc: subprocess.Popen[bytes] | None = None  # post-copy: the source's page server
+    page_server: criu.Daemon | None = None  # cold, clone: the target's page server
     lazy_daemon: criu.Daemon | None = None  # post-copy: the target's lazy-pages daemon
+    transfer_port: int = 0  # where the target's receiver listens
+    page_server_port: int = 0  # where CRIU's page server listens (target; source for post-copy)
+    tls: criu.Tls | None = None  # this migration's key and certificate for CRIU's connections
 
 
 #: CRIU options for dumps (runc passes this file via the ``org.criu.config`` annotation):
@@ -156,16 +160,23 @@ def freeze(cluster: LocalCluster, ctr: ContainerRecord, pod: PodRecord, undo: Ex
             raise MigrationError("freeze", f"{ctr.name} did not freeze within 5 s: {exc}") from exc
 
 
-def dump_to_page_server(
-    cluster: LocalCluster, move: ContainerMove, pod: PodRecord, undo: ExitStack, timeout: float
-) -> None:
-    """Checkpoint with the source left as it is (running, or frozen after :func:`freeze`),
-    memory streamed to a page server on the target node."""
+def secure_links(move: ContainerMove, undo: ExitStack) -> None:
+    """This migration's TLS material for CRIU (see :class:`~podhop.runtime.criu.Tls`), root-only,
+    in the move's own checkpoint directory."""
+    move.tls = criu.make_tls(move.src.images.parent / "tls", [move.dst.node.ip, move.src.node.ip])
+
+
+def start_page_server(cluster: LocalCluster, move: ContainerMove, undo: ExitStack) -> None:
+    """Cold and clone: a TLS page server on the target, taking connections from the source only.
+
+    Started ahead of the dump (in ``prepare``) so that its start-up is not part of the freeze.
+    """
     wrapper = cluster.runc.criu
-    assert wrapper is not None
-    undo.callback(resume_source, cluster, move.source, pod)  # thaw; remove any CRIU network lock
-    argv = _checkpoint_argv(cluster, move)  # also makes the directories the page server needs
+    assert wrapper is not None and move.tls is not None
+    for d in (move.dst.images, move.dst.work):
+        d.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    undo.callback(nat.guard_port(move.dst.node.netns, move.dst.node.ip, port, move.src.node.ip))
     try:
         server = criu.page_server(
             wrapper,
@@ -174,14 +185,26 @@ def dump_to_page_server(
             port,
             move.dst.images,
             move.dst.work / "page-server.log",
+            move.tls,
         )
     except criu.CriuError as exc:
-        raise MigrationError("dump", str(exc)) from exc
+        raise MigrationError("prepare", str(exc)) from exc
     undo.callback(server.stop)
-    argv[-1:-1] = ["--leave-running", "--page-server", f"{move.dst.node.ip}:{port}"]
+    move.page_server, move.page_server_port = server, port
+
+
+def dump_to_page_server(
+    cluster: LocalCluster, move: ContainerMove, pod: PodRecord, undo: ExitStack, timeout: float
+) -> None:
+    """Checkpoint with the source left as it is (running, or frozen after :func:`freeze`),
+    memory streamed to the page server :func:`start_page_server` started on the target node."""
+    assert move.page_server is not None
+    undo.callback(resume_source, cluster, move.source, pod)  # thaw; remove any CRIU network lock
+    argv = _checkpoint_argv(cluster, move)  # also makes the directories the page server needs
+    argv[-1:-1] = ["--leave-running", "--page-server", f"{move.dst.node.ip}:{move.page_server_port}"]
     try:
         run_group(argv, timeout)
-        server.wait(timeout=30)
+        move.page_server.wait(timeout=30)
     except (CommandError, criu.CriuError, subprocess.TimeoutExpired) as exc:
         failure = _fail("dump", f"checkpoint of {move.source.name}", exc, move.src.work / "dump.log")
         receiver = criu.last_error(move.dst.work / "page-server.log")
@@ -201,7 +224,8 @@ def _checkpoint_argv(cluster: LocalCluster, move: ContainerMove, *extra: str) ->
     """
     for d in (move.src.images, move.src.work, move.dst.images, move.dst.work):
         d.mkdir(parents=True, exist_ok=True)
-    Path(move.source.bundle, "criu.conf").write_text(DUMP_CONFIG)
+    tls = move.tls.config_lines() if move.tls else ""
+    Path(move.source.bundle, "criu.conf").write_text(DUMP_CONFIG + tls)
     argv = cluster.runc.argv(
         "checkpoint",
         "--image-path",
@@ -220,9 +244,10 @@ def lazy_dump(
 ) -> int:
     """Post-copy: dump all but memory; the source stays frozen and serves its pages until pulled.
 
-    Returns the page server's port on the source node.
+    Returns the page server's port on the source node (only the target may connect: TLS and a guard).
     """
     port = free_port()
+    undo.callback(nat.guard_port(move.src.node.netns, move.src.node.ip, port, move.dst.node.ip))
     read_fd, write_fd = os.pipe()
     argv = _checkpoint_argv(
         cluster,
@@ -280,16 +305,23 @@ class Transfer:
     send: subprocess.Popen[str]
     src: Side
     dst: Side
+    port: int
 
     @classmethod
     def start(cls, src: Side, dst: Side, sources: dict[Path, str], dest: Path, timeout: float) -> Transfer:
-        """Start both ends now (receiver listening, sender waiting): :meth:`go` then costs only the bytes."""
+        """Start both ends now (receiver listening, sender waiting): :meth:`go` then costs only the bytes.
+
+        The receiver accepts only the source node's address presenting this transfer's secret.
+        """
         dest.mkdir(parents=True, exist_ok=True)
         port = free_port()
+        secret = secrets.token_hex(32) + "\n"
         tool = [sys.executable, "-m", "podhop.migrate.transfer"]
         spec = ",".join(f"{path}={name}" for path, name in sources.items())
+        recv_argv = [*tool, "recv", dst.node.ip, str(port), str(dest), str(timeout), src.node.ip]
         recv = subprocess.Popen(
-            criu.in_netns(dst.netns_path, [*tool, "recv", dst.node.ip, str(port), str(dest), str(timeout)]),
+            criu.in_netns(dst.netns_path, recv_argv),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -303,8 +335,11 @@ class Transfer:
             text=True,
             start_new_session=True,
         )
-        t = cls(recv, send, src, dst)
-        assert recv.stdout is not None
+        t = cls(recv, send, src, dst, port)
+        assert recv.stdin is not None and send.stdin is not None and recv.stdout is not None
+        for end in (recv.stdin, send.stdin):
+            end.write(secret)
+            end.flush()
         if recv.stdout.readline().strip() != "listening":
             t.stop()
             raise MigrationError("prepare", f"transfer receiver on {dst.node.name} did not start")
@@ -342,6 +377,7 @@ def start_transfer(move: ContainerMove, timeout: float, undo: ExitStack) -> Tran
     sources = {move.src.images: "checkpoint", Path(move.source.bundle) / "upper": "upper"}
     t = Transfer.start(move.src, move.dst, sources, Path(move.target.bundle), timeout)
     undo.callback(t.stop)
+    move.transfer_port = t.port
     return t
 
 

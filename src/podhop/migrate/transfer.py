@@ -15,14 +15,25 @@ receiver reads them with ``--ignore-zeros``. Both ends are started before the
 migration's freeze (the receiver listens, the sender waits for a line on its
 stdin), so the interpreter start-up is not on the critical path.
 
+The receiver takes only its own migration's stream: it listens on the target
+node's address only, drops a connection from any address but the source
+node's, and one that does not open with the migration's 32-byte secret (read
+within a few seconds, compared in constant time) — before a byte reaches
+``tar``. It then keeps waiting for the real sender. The secret reaches both
+ends on their standard input (never on a command line, which other users can
+read in ``/proc``).
+
 Run inside the namespaces (``nsenter --net``) as
-``python -m podhop.migrate.transfer recv ADDR PORT DEST [TIMEOUT]`` and
-``python -m podhop.migrate.transfer send ADDR PORT SRC=NAME[,SRC=NAME...] [TIMEOUT]``;
-the receiver prints ``listening`` when ready and ``{"bytes": N}`` when done.
+``python -m podhop.migrate.transfer recv ADDR PORT DEST TIMEOUT FROM`` and
+``python -m podhop.migrate.transfer send ADDR PORT SRC=NAME[,SRC=NAME...] TIMEOUT``,
+each given the secret in hex as the first line of its standard input (the
+sender then waits for a line ``go``); the receiver prints ``listening`` when
+ready and ``{"bytes": N}`` when done.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import socket
 import subprocess
@@ -30,14 +41,47 @@ import sys
 import time
 
 CHUNK = 1 << 20
+SECRET_BYTES = 32
+#: How long a connection may take to present the secret before it is dropped.
+HELLO_TIMEOUT_S = 5.0
 TAR_FLAGS = ["--xattrs", "--xattrs-include=trusted.*", "--xattrs-include=user.*", "--numeric-owner"]
 
 
-def receive(address: str, port: int, dest: str, timeout: float) -> int:
+def _read_exact(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def accept_own(server: socket.socket, peer: str, secret: bytes, deadline: float) -> socket.socket:
+    """The first connection from ``peer`` that presents ``secret``; any other is dropped unread."""
+    while True:
+        server.settimeout(max(0.01, deadline - time.monotonic()))
+        conn, (addr, _port) = server.accept()
+        if addr != peer:
+            print(f"refused a connection from {addr} (expected {peer})", file=sys.stderr, flush=True)
+            conn.close()
+            continue
+        conn.settimeout(HELLO_TIMEOUT_S)
+        try:
+            hello = _read_exact(conn, SECRET_BYTES)
+        except OSError:
+            hello = b""
+        if hmac.compare_digest(hello, secret):
+            return conn
+        print(f"refused a connection from {addr}: wrong secret", file=sys.stderr, flush=True)
+        conn.close()
+
+
+def receive(address: str, port: int, dest: str, timeout: float, peer: str, secret: bytes) -> int:
+    deadline = time.monotonic() + timeout
     with socket.create_server((address, port), reuse_port=False) as server:
-        server.settimeout(timeout)
         print("listening", flush=True)
-        conn, _ = server.accept()
+        conn = accept_own(server, peer, secret, deadline)
     conn.settimeout(timeout)
     total = 0
     untar = subprocess.Popen(
@@ -57,7 +101,7 @@ def receive(address: str, port: int, dest: str, timeout: float) -> int:
     return total
 
 
-def send(address: str, port: int, sources: str, timeout: float) -> int:
+def send(address: str, port: int, sources: str, timeout: float, secret: bytes) -> int:
     sys.stdin.readline()  # wait for "go"
     deadline = time.monotonic() + timeout
     while True:
@@ -70,6 +114,7 @@ def send(address: str, port: int, sources: str, timeout: float) -> int:
             time.sleep(0.005)
     total = 0
     with conn:
+        conn.sendall(secret)
         for item in sources.split(","):
             src, _, name = item.partition("=")
             rename = f"--transform=s,^\\.,{name},"
@@ -91,9 +136,14 @@ def send(address: str, port: int, sources: str, timeout: float) -> int:
 
 
 def main(argv: list[str]) -> int:
-    mode, address, port, path = argv[0], argv[1], int(argv[2]), argv[3]
-    timeout = float(argv[4]) if len(argv) > 4 else 60.0
-    total = receive(address, port, path, timeout) if mode == "recv" else send(address, port, path, timeout)
+    mode, address, port, path, timeout = argv[0], argv[1], int(argv[2]), argv[3], float(argv[4])
+    secret = bytes.fromhex(sys.stdin.readline().strip())
+    if len(secret) != SECRET_BYTES:
+        raise SystemExit("no secret on standard input")
+    if mode == "recv":
+        total = receive(address, port, path, timeout, argv[5], secret)
+    else:
+        total = send(address, port, path, timeout, secret)
     print(json.dumps({"bytes": total}), flush=True)
     return 0
 

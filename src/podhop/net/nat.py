@@ -24,6 +24,7 @@ endpoints see their node's address as the client.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from podhop import sh
@@ -165,6 +166,25 @@ def remove_all(prefix: str, out_dev: str | None, netns: str | None = None) -> No
             text += "".join(f"-X {c}\n" for c in chains) + "COMMIT\n"
     if text:
         sh.run(_in(netns, ["iptables-restore", "-w", "--noflush"]), input=text)
+
+
+def guard_port(netns: str | None, address: str, port: int, allowed: str) -> Callable[[], None]:
+    """Reset TCP connections to ``address:port`` in ``netns`` from anyone but ``allowed``; return the undo.
+
+    Migrations use it for the CRIU page server of one move: only the other node may connect.
+    """
+    rule = ["-p", "tcp", "-d", f"{address}/32", "--dport", str(port), "!", "-s", f"{allowed}/32"]
+    rule += ["-m", "comment", "--comment", "podhop migration", "-j", "REJECT", "--reject-with", "tcp-reset"]
+    sh.run(_nsenter(netns, ["iptables", "-w", "-I", "INPUT", "1", *rule]))
+
+    def undo() -> None:
+        sh.ok(_nsenter(netns, ["iptables", "-w", "-D", "INPUT", *rule]))
+
+    return undo
+
+
+def _nsenter(netns: str | None, argv: list[str]) -> list[str]:
+    return ["nsenter", f"--net=/var/run/netns/{netns}", "--", *argv] if netns else argv
 
 
 def leftover_rules(prefix: str) -> list[str]:

@@ -101,6 +101,95 @@ def remove_network_lock(netns_path: Path | str) -> bool:
     return found
 
 
+@dataclass(frozen=True)
+class Tls:
+    """One migration's TLS material for CRIU's page-server connections (``--tls``).
+
+    CRIU's TLS is mutual: the page server requires a client certificate, both
+    sides check the peer's against ``cacert`` and the address they talk to.
+    A fresh CA and one certificate (valid for both nodes' addresses) per
+    migration make that a per-migration secret: no other process can connect.
+    """
+
+    cacert: Path
+    cert: Path
+    key: Path
+
+    def options(self) -> list[str]:
+        """CRIU's command-line options."""
+        return [
+            "--tls",
+            "--tls-cacert",
+            str(self.cacert),
+            "--tls-cert",
+            str(self.cert),
+            "--tls-key",
+            str(self.key),
+        ]
+
+    def config_lines(self) -> str:
+        """The same, as CRIU configuration-file lines (for runc's ``org.criu.config``)."""
+        return f"tls\ntls-cacert {self.cacert}\ntls-cert {self.cert}\ntls-key {self.key}\n"
+
+
+def make_tls(directory: Path, addresses: list[str]) -> Tls:
+    """Write a throw-away CA and a certificate for ``addresses`` into ``directory`` (root-only)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, mode=0o700, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "podhop migration CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ips = [ipaddress.ip_address(a) for a in addresses]
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, addresses[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ip) for ip in ips]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    tls = Tls(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    pem = serialization.Encoding.PEM
+    key_bytes = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    for path, data in (
+        (tls.cacert, ca.public_bytes(pem)),
+        (tls.cert, leaf.public_bytes(pem)),
+        (tls.key, key_bytes),
+    ):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    return tls
+
+
 @dataclass
 class Daemon:
     """A CRIU helper process (page server or lazy-pages daemon) running in a node's namespace."""
@@ -125,9 +214,11 @@ class Daemon:
 
 
 def page_server(
-    criu: Path, netns_path: Path | str, address: str, port: int, images: Path, log: Path
+    criu: Path, netns_path: Path | str, address: str, port: int, images: Path, log: Path, tls: Tls
 ) -> Daemon:
-    """Start ``criu page-server`` receiving pages into ``images`` on ``address:port``; wait for it."""
+    """Start ``criu page-server`` receiving pages into ``images`` on ``address:port``; wait for it.
+
+    It speaks TLS with ``tls`` (and so takes only this migration's client)."""
     argv = [
         str(criu),
         "page-server",
@@ -140,6 +231,7 @@ def page_server(
         "-o",
         str(log),
         "-v4",
+        *tls.options(),
     ]
     proc = subprocess.Popen(in_netns(netns_path, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_listening(netns_path, port, proc, log)
@@ -147,7 +239,7 @@ def page_server(
 
 
 def lazy_pages(
-    criu: Path, netns_path: Path | str, address: str, port: int, images: Path, work: Path
+    criu: Path, netns_path: Path | str, address: str, port: int, images: Path, work: Path, tls: Tls
 ) -> Daemon:
     """Start the target's ``criu lazy-pages`` daemon that pulls pages from the source's page server."""
     log = work / "lazy-pages.log"
@@ -166,6 +258,7 @@ def lazy_pages(
         "-o",
         str(log),
         "-v4",
+        *tls.options(),
     ]
     proc = subprocess.Popen(in_netns(netns_path, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
