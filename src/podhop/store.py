@@ -10,16 +10,18 @@ whole of an operation, so concurrent commands queue instead of racing.
 
 from __future__ import annotations
 
-import fcntl
 import json
+import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from podhop import locks
+from podhop.errors import AlreadyExistsError, ClusterError, PreflightError
 from podhop.settings import paths
 
 SCHEMA = """
@@ -102,6 +104,11 @@ class PodRecord:
     created: str = field(default_factory=now)
     started: str | None = None
 
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> PodRecord:
+        containers = [_load(ContainerRecord, c) for c in body.get("containers", [])]
+        return _load(cls, {**body, "containers": containers})
+
 
 @dataclass
 class ServiceRecord:
@@ -141,34 +148,75 @@ def _load(cls: type[R], body: dict[str, Any]) -> R:
 class Store:
     """Access to the state database (one connection per instance)."""
 
-    def __init__(self, db: Path | None = None) -> None:
+    def __init__(self, db: Path | None = None, *, on_lock_wait: locks.Waiting | None = None) -> None:
         self.path = db or paths().state_db
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # check_same_thread=False: concurrent migrations (rebalance) share one Store; SQLite is
-        # compiled serialized here (sqlite3.threadsafety == 3), so statements from threads do not mix.
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        self.on_lock_wait = on_lock_wait
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # check_same_thread=False: concurrent migrations (rebalance) share one Store; SQLite is
+            # compiled serialized here (sqlite3.threadsafety == 3), so statements from threads do not mix.
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            root = os.geteuid() == 0
+            raise PreflightError(
+                f"cannot open podhop's state database {self.path}: {exc}",
+                hint=None if root else "podhop keeps its state as root: run it with sudo",
+            ) from exc
 
     def close(self) -> None:
         self.db.close()
 
+    def lock_path(self, name: str) -> Path:
+        return self.path.parent / "locks" / f"{name}.lock"
+
     @contextmanager
-    def lock(self, cluster: str) -> Iterator[None]:
-        """Hold the cluster's exclusive lock (across processes) for a mutating operation."""
-        lock_path = self.path.parent / "locks" / f"{cluster}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with lock_path.open("w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def lock(self, cluster: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold the cluster's exclusive lock (across processes) for a mutating operation.
+
+        A waiter is told who holds it (``on_lock_wait``) and gives up after ``timeout`` seconds
+        (default: :func:`podhop.locks.default_timeout`) with :class:`~podhop.locks.LockTimeout`.
+        """
+        with locks.hold(
+            self.lock_path(cluster), f"cluster {cluster}", timeout=timeout, on_wait=self.on_lock_wait
+        ):
+            yield
 
     # clusters
+    def add_cluster(self, make: Callable[[int], ClusterRecord], max_clusters: int) -> ClusterRecord:
+        """Insert a new cluster with the lowest free index, atomically (concurrent creates get distinct
+        indexes); raise :class:`AlreadyExistsError` if the name is taken, :class:`ClusterError` if full."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            used = {r[0] for r in self.db.execute("SELECT idx FROM clusters")}
+            free = [i for i in range(max_clusters) if i not in used]
+            if not free:
+                raise ClusterError(f"at most {max_clusters} clusters can exist at once")
+            record = make(free[0])
+            try:
+                self.db.execute(
+                    "INSERT INTO clusters (name, idx, status, body) VALUES (?, ?, ?, ?)",
+                    (record.name, record.idx, record.status, json.dumps(asdict(record))),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExistsError(
+                    f"cluster {record.name!r} already exists", hint=f"podhop cluster delete {record.name}"
+                ) from exc
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return record
+
     def put_cluster(self, c: ClusterRecord) -> None:
+        """Insert or update a cluster's record. A cluster's index never changes, and an index taken
+        by another cluster is an error (never a silent replacement): new clusters come from
+        :meth:`add_cluster`."""
         self.db.execute(
-            "INSERT OR REPLACE INTO clusters (name, idx, status, body) VALUES (?, ?, ?, ?)",
+            "INSERT INTO clusters (name, idx, status, body) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET status = excluded.status, body = excluded.body "
+            "WHERE clusters.idx = excluded.idx",
             (c.name, c.idx, c.status, json.dumps(asdict(c))),
         )
 
@@ -216,15 +264,18 @@ class Store:
             (cluster, kind, namespace, name),
         )
 
+    def put_object(self, kind: str, cluster: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """A small object of some other kind (an endpoint override, say), as a JSON body."""
+        self._put(kind, cluster, namespace, name, body)
+
+    def objects(self, kind: str, cluster: str) -> list[dict[str, Any]]:
+        return self._all(kind, cluster)
+
     def put_pod(self, p: PodRecord) -> None:
         self._put("Pod", p.cluster, p.namespace, p.name, asdict(p))
 
     def pods(self, cluster: str) -> list[PodRecord]:
-        out = []
-        for body in self._all("Pod", cluster):
-            containers = [_load(ContainerRecord, c) for c in body.pop("containers")]
-            out.append(_load(PodRecord, {**body, "containers": containers}))
-        return out
+        return [PodRecord.from_dict(body) for body in self._all("Pod", cluster)]
 
     def put_service(self, s: ServiceRecord) -> None:
         self._put("Service", s.cluster, s.namespace, s.name, asdict(s))

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,63 @@ def test_delete_after_killed_create(capable: None, store: Store) -> None:
     assert delete_cluster(store, name) == []
     assert residue(name, record.idx) == []
     assert store.cluster(name) is None
+
+
+NONROOT_COMMANDS = [
+    "get pods",
+    "cluster list",
+    "cluster create --name x",
+    "cluster delete x",
+    "top pods",
+    "logs x",
+    "exec x -- true",
+    "apply -f examples/nginx.yaml",
+    "migrate x --to node-2",
+    "checkpoint x",
+    "restore README.md --node node-1",
+    "rebalance --policy hottest --dry-run",
+    "experiment run examples/seed.yaml",
+    "setup",
+]
+
+
+@pytest.mark.parametrize("args", NONROOT_COMMANDS)
+def test_commands_as_non_root_say_so_in_one_line(args: str) -> None:
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *PODHOP, *args.split()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(Path(__file__).resolve().parents[2]),
+        env={"HOME": "/tmp", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr and out.stderr.startswith("error:"), out.stderr
+    assert "root" in out.stderr or "sudo" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ("rebalance --policy hottest --window -1", "--window"),
+        ("rebalance --policy hottest --max-concurrent 0", "--max-concurrent"),
+        ("migrate x --to node-2 --timeout 0", "--timeout"),
+        ("top pods --window 0", "--window"),
+        ("logs x --tail -5", "--tail"),
+        ("cluster create --nodes 0", "--nodes"),
+        ("inspect /nonexistent/archive.tar", "no such file"),
+        ("inspect README.md", "not a readable tar archive"),
+        ("simulate --nodes -3", "--nodes"),
+        ("experiment run /nonexistent.yaml", "nonexistent.yaml"),
+    ],
+)
+def test_bad_values_give_one_line_and_no_traceback(args: str, words: str) -> None:
+    out = subprocess.run(
+        [*PODHOP, *args.split()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
+    assert out.returncode in (1, 2), (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr and words in out.stderr, out.stderr

@@ -42,7 +42,9 @@ spec:
       - name: main
         image: nginx
         command: ["sh", "-c", "while :; do :; done"]
-        resources: {requests: {cpu: 50m, memory: 16Mi}}
+        # The limit makes each busy pod use 300m whatever else the machine runs (a CPU quota): node-1
+        # at 90 % of its 1000m, the others idle; spread out, 30 % each.
+        resources: {requests: {cpu: 50m, memory: 16Mi}, limits: {cpu: 300m}}
 """
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.process
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from podhop.errors import AlreadyExistsError, ClusterError
+from podhop.locks import LockTimeout
 from podhop.store import (
     ClusterRecord,
     ContainerRecord,
@@ -346,3 +349,67 @@ def test_lock_is_released_on_exception(store: Store) -> None:
     t, acquired = _acquire_in_thread(store.path, "demo")
     assert acquired.wait(BOUND)
     t.join(BOUND)
+
+
+def test_a_waiter_is_told_who_holds_the_lock_and_gives_up(
+    holder: tuple[multiprocessing.process.BaseProcess, Path, Path],
+) -> None:
+    child, db, _ = holder
+    heard: list[str] = []
+    s = Store(db, on_lock_wait=lambda msg, waited: heard.append(msg))
+    try:
+        start = time.monotonic()
+        with pytest.raises(LockTimeout) as err, s.lock("demo", timeout=1.5):
+            pass
+        assert 1.5 <= time.monotonic() - start < BOUND
+    finally:
+        s.close()
+    assert f"pid {child.pid}" in str(err.value) and "gave up" in str(err.value)
+    assert heard and all(f"pid {child.pid}" in m and "cluster demo" in m for m in heard)
+
+
+def test_lock_is_reentrant_in_a_thread_and_exclusive_between_threads(store: Store) -> None:
+    with store.lock("demo"), store.lock("demo"):  # nested: no deadlock
+        t, acquired = _acquire_in_thread(store.path, "demo")
+        assert not acquired.wait(0.5), "another thread of this process took a held lock"
+    assert acquired.wait(BOUND)
+    t.join(BOUND)
+
+
+def _create_many(db: str, prefix: str, n: int) -> None:
+    s = Store(Path(db))
+    try:
+        for i in range(n):
+            s.add_cluster(lambda idx, i=i: ClusterRecord(f"{prefix}{i}", idx, "ready", 1000, 2**30, None), 50)
+    finally:
+        s.close()
+
+
+def test_concurrent_creates_get_distinct_indexes(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    Store(db).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_create_many, args=(str(db), p, 10)) for p in ("a", "b", "c")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(BOUND * 3)
+        assert p.exitcode == 0
+    s = Store(db)
+    try:
+        clusters = s.clusters()
+        assert len(clusters) == 30
+        assert sorted(c.idx for c in clusters) == list(range(30))
+        with pytest.raises(AlreadyExistsError):
+            s.add_cluster(lambda idx: ClusterRecord("a0", idx, "ready", 1000, 2**30, None), 50)
+        with pytest.raises(ClusterError, match="at most"):
+            s.add_cluster(lambda idx: ClusterRecord("full", idx, "ready", 1000, 2**30, None), 30)
+    finally:
+        s.close()
+
+
+def test_an_index_is_never_silently_replaced(store: Store) -> None:
+    store.put_cluster(_cluster("one", 0))
+    with pytest.raises(sqlite3.IntegrityError):
+        store.put_cluster(_cluster("two", 0))
+    assert [c.name for c in store.clusters()] == ["one"]

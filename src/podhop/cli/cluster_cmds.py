@@ -7,11 +7,11 @@ import time
 import click
 
 from podhop.backends.local.cluster import create_cluster, delete_cluster
+from podhop.cli import common
 from podhop.cli.common import console, handle_errors, print_table, progress, require_root
 from podhop.errors import ClusterError, NotFoundError
 from podhop.net.shaping import format_rate, parse_rate
 from podhop.objects.quantity import format_memory, parse_cpu, parse_memory
-from podhop.store import Store
 
 
 @click.group()
@@ -21,7 +21,7 @@ def cluster() -> None:
 
 @cluster.command("create")
 @click.option("--name", default="podhop", show_default=True, help="Cluster name.")
-@click.option("--nodes", default=3, show_default=True, type=int, help="Number of nodes.")
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1), help="Number of nodes.")
 @click.option(
     "--node-cpus", default="1", show_default=True, help="CPU budget per node (cores or millicores, 500m)."
 )
@@ -40,7 +40,7 @@ def create(name: str, nodes: int, node_cpus: str, node_memory: str, link_bandwid
         raise ClusterError(str(exc)) from exc
     start = time.monotonic()
     with progress(f"creating cluster {name}") as report:
-        c = create_cluster(Store(), name, nodes, cpu_m, mem_b, bw, report)
+        c = create_cluster(common.store(), name, nodes, cpu_m, mem_b, bw, report)
     link = f", links capped at {format_rate(bw)}" if bw else ""
     console.print(
         f"cluster [bold]{c.name}[/] created: {nodes} nodes × {cpu_m}m CPU / "
@@ -56,7 +56,7 @@ def create(name: str, nodes: int, node_cpus: str, node_memory: str, link_bandwid
 def delete(name: str | None, name_opt: str | None, all_: bool) -> None:
     """Delete a cluster and everything it made (idempotent)."""
     require_root()
-    store = Store()
+    store = common.store()
     names = [c.name for c in store.clusters()] if all_ else [name or name_opt or ""]
     if names == [""]:
         existing = [c.name for c in store.clusters()]
@@ -78,7 +78,7 @@ def delete(name: str | None, name_opt: str | None, all_: bool) -> None:
 @handle_errors
 def list_() -> None:
     """List clusters."""
-    store = Store()
+    store = common.store()
     rows = [
         [
             c.name,

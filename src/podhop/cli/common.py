@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -27,25 +27,52 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
+    """One red line (plus a hint) on stderr, then exit; ``--debug`` shows the traceback first."""
+    if os.environ.get("PODHOP_DEBUG") and sys.exc_info()[0] is not None:
+        err_console.print_exception()
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if hint:
+        err_console.print(f"[yellow]hint:[/] {hint}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
 def handle_errors(func: F) -> F:
-    """Print podhop errors as one line (plus hint) and exit 1; ``--debug`` shows the chain."""
+    """Turn every failure into one line and a non-zero exit: podhop's own errors (exit 1, with their
+    hint), the operating system's (a missing file, no permission: exit 1), and bugs (exit 70, saying
+    so); ``--debug`` shows the traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except PodhopError as exc:
-            if os.environ.get("PODHOP_DEBUG"):
-                err_console.print_exception()
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            if exc.hint:
-                err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
-            sys.exit(1)
+            fail(str(exc), exc.hint)
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]")
             sys.exit(130)
+        except PermissionError as exc:
+            hint = "podhop needs root for this: run it with sudo" if os.geteuid() != 0 else None
+            fail(_os_error(exc), hint)
+        except OSError as exc:
+            fail(_os_error(exc))
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            fail(
+                f"internal error: {type(exc).__name__}: {exc}",
+                "this is a bug in podhop; rerun with --debug for the traceback and report it",
+                code=70,
+            )
 
     return wrapper  # type: ignore[return-value]
+
+
+def _os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
 
 
 def require_root() -> None:
@@ -66,8 +93,19 @@ def cluster_option(func: F) -> F:
     )(func)
 
 
+def lock_waiting(message: str, waited: float) -> None:
+    """Say whom a command waits for (now, then every 5 s), so that a blocked command never looks frozen."""
+    if waited < 1.5 or int(waited) % 5 == 0:
+        err_console.print(f"[yellow]{message}[/]", highlight=False, soft_wrap=True)
+
+
+def store() -> Store:
+    """The state store, reporting waits for a cluster's lock on stderr."""
+    return Store(on_lock_wait=lock_waiting)
+
+
 def get_cluster(name: str | None) -> LocalCluster:
-    return open_cluster(Store(), name)
+    return open_cluster(store(), name)
 
 
 @contextmanager

@@ -42,7 +42,11 @@ def print_report(report: dict[str, Any]) -> None:
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @click.option(
-    "--timeout", default=120.0, show_default=True, help="Give up (and roll back) after this many seconds."
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=120.0,
+    show_default=True,
+    help="Give up (and roll back) after this many seconds.",
 )
 @click.option("--no-probe", is_flag=True, help="Do not measure downtime with a probe.")
 @cluster_option
@@ -182,11 +186,19 @@ COMMANDS = [migrate_cmd, checkpoint_cmd, inspect_cmd, restore_cmd]
 @click.command("rebalance")
 @click.option("--policy", required=True, help="Policy name (e.g. low-utilization, hottest, ilp).")
 @click.option("--dry-run", is_flag=True, help="Print the plan, migrate nothing.")
-@click.option("--max-concurrent", default=1, show_default=True, help="Migrations run at once.")
+@click.option(
+    "--max-concurrent", type=click.IntRange(1), default=1, show_default=True, help="Migrations run at once."
+)
 @click.option(
     "--strategy", type=click.Choice(["cold", "clone", "postcopy"]), default="cold", show_default=True
 )
-@click.option("--window", default=2.0, show_default=True, help="Seconds of usage sampled before and after.")
+@click.option(
+    "--window",
+    type=click.FloatRange(0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Seconds of usage sampled before and after.",
+)
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 @cluster_option
 @handle_errors
@@ -235,6 +247,8 @@ def rebalance_cmd(
             )
         for f in data["failed"]:
             click.echo(f"FAILED {f['pod']} -> {f['target']}: {f['error']}", err=True)
+        for st in data["stale"]:
+            click.echo(f"skipped {st['pod']} -> {st['target']}: {st['reason']}", err=True)
         if data["skipped"]:
             click.echo(f"not attempted after the failure: {', '.join(data['skipped'])}", err=True)
         if data["imbalance_after"] is not None:

@@ -175,7 +175,10 @@ def get_cmd(resource: str, name: str | None, output: str | None, cluster_name: s
 @click.command("top")
 @click.argument("resource", type=click.Choice(["nodes", "node", "pods", "pod"]))
 @click.option("--sort-by", type=click.Choice(["cpu", "memory"]), default=None)
-@click.option("--window", default=1.0, show_default=True, help="Sampling window in seconds.")
+@click.option(
+    "--window", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+    help="Sampling window in seconds.",
+)
 @cluster_option
 @handle_errors
 def top_cmd(resource: str, sort_by: str | None, window: float, cluster_name: str | None) -> None:
@@ -221,7 +224,7 @@ def _find_pod(cluster_name: str | None, name: str) -> tuple[PodRecord, object]:
 @click.argument("pod")
 @click.option("-c", "--container", default=None)
 @click.option("--timestamps", is_flag=True, help="Prefix each line with its time.")
-@click.option("--tail", default=-1, help="Lines of recent log to show (-1: all).")
+@click.option("--tail", type=click.IntRange(-1), default=-1, help="Lines of recent log to show (-1: all).")
 @cluster_option
 @handle_errors
 def logs_cmd(pod: str, container: str | None, timestamps: bool, tail: int, cluster_name: str | None) -> None:

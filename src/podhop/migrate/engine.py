@@ -18,7 +18,6 @@ import dataclasses
 import secrets
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -41,9 +40,6 @@ from podhop.runtime import criu
 from podhop.store import PodRecord
 
 PhaseHook = Callable[[str, "Migration"], None]
-#: Endpoint switches of concurrent migrations (``rebalance --max-concurrent``) take turns, so that
-#: each rewrites the service rules from a state that includes the others' switches.
-_SWITCH = threading.Lock()
 
 
 @dataclass
@@ -82,6 +78,7 @@ class Migration:
     current_ip: str = ""  # where the pod answers now (the probe follows it)
     warnings: list[str] = field(default_factory=list)
     current_phase: str = "prepare"
+    id: str = field(default_factory=lambda: secrets.token_hex(4))  # names its endpoint overrides
 
     def remaining(self, phase: str) -> float:
         left = self.options.timeout_s - (time.monotonic() - self.started)
@@ -201,6 +198,8 @@ def execute(m: Migration) -> dict[str, Any]:
     m.started = time.monotonic()
     try:
         with ExitStack() as undo:
+            # Last undo to run: whatever endpoint overrides this migration made go, in one sync.
+            undo.callback(svcops.clear_overrides, cluster, f"{m.id}/both", f"{m.id}/detach")
             with m.phase("prepare"):
                 podops.create_sandbox(cluster, cluster.node(m.plan.target), m.new)
                 undo.callback(podops.delete_sandbox, cluster, m.new)
@@ -210,15 +209,14 @@ def execute(m: Migration) -> dict[str, Any]:
                     if m.plan.strategy in (Strategy.COLD, Strategy.CLONE):
                         steps.start_page_server(cluster, mv, undo)
             _run_strategy(m, undo, transfers)
-            with m.phase("switch"), _SWITCH:
+            with m.phase("switch"):
                 m.new.containers = [mv.target for mv in m.moves]
                 m.new.started = m.pod.started
                 if m.plan.strategy is Strategy.CLONE:
-                    svcops.sync(cluster, extra=(m.new,))  # both serve for a moment
+                    svcops.set_override(cluster, f"{m.id}/both", add=(m.new,))  # both serve for a moment
                 cluster.store.put_pod(m.new)
                 undo.callback(cluster.store.put_pod, m.pod)
-                undo.callback(svcops.sync, cluster)
-                svcops.sync(cluster)
+                svcops.clear_overrides(cluster, f"{m.id}/both", f"{m.id}/detach")
                 m.current_ip = m.new.ip
             undo.pop_all()  # committed: the pod lives on the target now
     except BaseException as exc:
@@ -258,8 +256,7 @@ def _run_strategy(m: Migration, undo: ExitStack, transfers: list[steps.Transfer]
         with m.phase("detach"):
             # CRIU freezes and network-locks the source while it dumps; with other replicas
             # serving, new connections should not wait for it. The target joins after restore.
-            svcops.sync(cluster, exclude=(m.pod,))
-            undo.callback(svcops.sync, cluster)
+            svcops.set_override(cluster, f"{m.id}/detach", exclude=(m.pod,))
     if strategy in (Strategy.COLD, Strategy.CLONE):
         with m.phase("dump"):
             for mv in m.moves:

@@ -32,6 +32,7 @@ from podhop.errors import PodhopError
 from podhop.migrate.engine import Options, execute, prepare
 from podhop.objects.model import Resources, pairs
 from podhop.policies import registry
+from podhop.policies.plan import Migration as PlannedMove
 from podhop.policies.plan import Plan
 from podhop.policies.snapshot import ContainerInfo, NodeInfo, Snapshot
 
@@ -84,6 +85,7 @@ class Result:
     migrations: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    stale: list[dict[str, str]] = field(default_factory=list)  # steps the cluster had outgrown
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +106,7 @@ class Result:
             "migrations": self.migrations,
             "failed": self.failed,
             "skipped": self.skipped,
+            "stale": self.stale,
         }
 
 
@@ -121,6 +124,8 @@ def rebalance(
     """Plan with ``policy`` from live usage; unless ``dry_run``, execute the plan's migrations."""
     if max_concurrent < 1:
         raise PodhopError("--max-concurrent must be at least 1")
+    if window_s <= 0:
+        raise PodhopError(f"--window must be positive, got {window_s:g}")
     pol = registry.get(policy, **(options or {}))
     report(f"measuring usage for {window_s:.0f} s")
     before = metrics.sample(cluster, window_s)
@@ -128,13 +133,47 @@ def rebalance(
     result = Result(policy, plan, imbalance(before))
     if dry_run or not plan.migrations:
         return result
-    steps = list(plan.migrations)
+    execute_plan(cluster, result, max_concurrent=max_concurrent, strategy=strategy, report=report)
+    report(f"measuring usage for {window_s:.0f} s")
+    result.imbalance_after = imbalance(metrics.sample(cluster, window_s))
+    return result
+
+
+def stale(cluster: LocalCluster, step: PlannedMove) -> str | None:
+    """Why a planned step no longer fits the cluster as it is now (None: it still does)."""
+    pod = next((p for p in cluster.store.pods(cluster.name) if p.name == step.container), None)
+    if pod is None:
+        return f"pod {step.container} no longer exists"
+    if pod.node != step.source:
+        return f"pod {step.container} is on {pod.node} now, not on {step.source} as planned"
+    if pod.phase != "Running":
+        return f"pod {step.container} is {pod.phase}"
+    if step.target not in {n.name for n in cluster.nodes()}:
+        return f"node {step.target} no longer exists"
+    return None
+
+
+def execute_plan(
+    cluster: LocalCluster,
+    result: Result,
+    *,
+    max_concurrent: int = 1,
+    strategy: str = "cold",
+    report: Report = lambda _: None,
+) -> None:
+    """Run ``result.plan``'s migrations, K at a time, each re-checked against the cluster as it is
+    just before it runs (capacity by the engine's planning, the pod's place here); stop after a failure."""
+    steps = list(result.plan.migrations)
     with cluster.store.lock(cluster.name):
         while steps and not result.failed:
             batch, steps = steps[:max_concurrent], steps[max_concurrent:]
             reserved: set[str] = set()
             prepared = []
             for step in batch:
+                why = stale(cluster, step)
+                if why is not None:
+                    result.stale.append({"pod": step.container, "target": step.target, "reason": why})
+                    continue
                 try:
                     prepared.append(
                         prepare(
@@ -148,6 +187,8 @@ def rebalance(
                     )
                 except PodhopError as exc:
                     result.failed.append({"pod": step.container, "target": step.target, "error": str(exc)})
+            if not prepared:
+                continue
             report(f"migrating {', '.join(f'{m.pod.name} -> {m.plan.target}' for m in prepared)}")
             with ThreadPoolExecutor(max_workers=max_concurrent) as pool:
                 futures = [(m, pool.submit(execute, m)) for m in prepared]
@@ -157,6 +198,3 @@ def rebalance(
                     except PodhopError as exc:
                         result.failed.append({"pod": m.pod.name, "target": m.plan.target, "error": str(exc)})
         result.skipped = [s.container for s in steps]
-    report(f"measuring usage for {window_s:.0f} s")
-    result.imbalance_after = imbalance(metrics.sample(cluster, window_s))
-    return result

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -37,14 +36,13 @@ import platform
 import re
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from podhop import sh
+from podhop import locks, sh
 from podhop.errors import CommandError, ImageError, PodhopError, SetupError
 from podhop.runtime.mounts import mount_table, mounts_under
 from podhop.settings import paths
@@ -430,32 +428,13 @@ def remove_tree(path: Path) -> None:
 
 # --------------------------------------------------------------------------- writing the store
 
-_lock_state = threading.local()
-_thread_lock = threading.RLock()
 
 
 @contextlib.contextmanager
 def _store_lock() -> Iterator[None]:
     """Exclusive lock on the image store, across processes; re-entrant within a thread."""
-    with _thread_lock:
-        depth = getattr(_lock_state, "depth", 0)
-        if depth:
-            _lock_state.depth = depth + 1
-            try:
-                yield
-            finally:
-                _lock_state.depth -= 1
-            return
-        store = paths().images_dir
-        store.mkdir(parents=True, exist_ok=True)
-        with open(store / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            _lock_state.depth = 1
-            try:
-                yield
-            finally:
-                _lock_state.depth = 0
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    with locks.hold(paths().images_dir / ".lock", "the image store"):
+        yield
 
 
 def _canonical(doc: Any) -> bytes:

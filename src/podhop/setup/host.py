@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import fcntl
 import os
 import platform
 import re
 import shlex
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-from podhop import sh
+from podhop import locks, sh
 from podhop.errors import CommandError, PodhopError, PreflightError, SetupError
 from podhop.runtime.images import DEFAULT_MIRROR, clean_apt_caches, debian_mirror, debootstrap, remove_tree
 from podhop.settings import paths
@@ -227,17 +226,6 @@ def _private_criu_version(root: Path) -> tuple[int, int, int] | None:
     return criu_version(private_criu_argv(root))
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _build_private_criu(report: Report) -> None:
     """Debootstrap sid + criu next to ``criu_root`` and rename it into place once it works."""
     final = paths().criu_root
@@ -300,7 +288,7 @@ def ensure_criu(report: Report) -> Path:
     wrapper with ``--version`` and ``check``.
     """
     p = paths()
-    with _file_lock(p.data_dir / ".criu.lock"):
+    with locks.hold(p.data_dir / ".criu.lock", "CRIU's private root"):
         system_ok, why = _system_criu_status()
         if system_ok:
             system = sh.which("criu")

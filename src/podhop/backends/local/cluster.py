@@ -119,12 +119,10 @@ def create_cluster(
     with store.lock(name):
         if store.cluster(name) is not None:
             raise AlreadyExistsError(f"cluster {name!r} already exists", hint=f"podhop cluster delete {name}")
-        used = {c.idx for c in store.clusters()}
-        free = [i for i in range(MAX_CLUSTERS) if i not in used]
-        if not free:
-            raise ClusterError(f"at most {MAX_CLUSTERS} clusters can exist at once")
-        record = ClusterRecord(name, free[0], "creating", node_cpu_m, node_memory_b, link_bandwidth_bps)
-        store.put_cluster(record)
+        record = store.add_cluster(
+            lambda idx: ClusterRecord(name, idx, "creating", node_cpu_m, node_memory_b, link_bandwidth_bps),
+            MAX_CLUSTERS,
+        )
         cluster = LocalCluster(store, record, paths())
         try:
             _create_host_network(cluster, report)

@@ -5,13 +5,22 @@ patching rules incrementally, every change recomputes the whole endpoint set
 from the state database and rewrites the cluster's chains atomically (what
 kube-proxy's iptables mode does on each sync), so the rules can never drift
 from the state.
+
+Migrations change endpoints before the state does — a clone's source is
+detached while CRIU dumps it, its target serves beside it for a moment — so
+those changes are *overrides* kept in the state database too (one per
+migration step), and every sync applies all of them. Syncs take turns (a
+per-cluster lock): concurrent migrations behind one service each see the
+others' overrides, so none re-adds another's detached source.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
+from podhop import locks
 from podhop.backends.local.cluster import LocalCluster
 from podhop.net import nat
 from podhop.store import PodRecord, ServiceRecord
@@ -55,13 +64,40 @@ def endpoints(service: ServiceRecord, pods: list[PodRecord]) -> dict[str, list[n
     return out
 
 
-def rules(
-    cluster: LocalCluster, extra: tuple[PodRecord, ...] = (), exclude: tuple[PodRecord, ...] = ()
-) -> list[nat.ServiceRule]:
-    gone = {(p.namespace, p.name, p.ip) for p in exclude}
-    pods = [
-        p for p in cluster.store.pods(cluster.name) + list(extra) if (p.namespace, p.name, p.ip) not in gone
-    ]
+OVERRIDE_KIND = "EndpointOverride"
+
+
+def set_override(
+    cluster: LocalCluster, key: str, *, add: tuple[PodRecord, ...] = (), exclude: tuple[PodRecord, ...] = ()
+) -> None:
+    """Record an endpoint override and apply it: ``add`` pods serve too, ``exclude`` pods do not."""
+    body = {
+        "add": [dataclasses.asdict(p) for p in add],
+        "exclude": [[p.namespace, p.name, p.ip] for p in exclude],
+    }
+    cluster.store.put_object(OVERRIDE_KIND, cluster.name, "", key, body)
+    sync(cluster)
+
+
+def clear_overrides(cluster: LocalCluster, *keys: str) -> None:
+    """Drop endpoint overrides (those that exist) and apply the result in one sync."""
+    for key in keys:
+        cluster.store.remove(OVERRIDE_KIND, cluster.name, "", key)
+    sync(cluster)
+
+
+def _overrides(cluster: LocalCluster) -> tuple[list[PodRecord], set[tuple[str, str, str]]]:
+    added: list[PodRecord] = []
+    gone: set[tuple[str, str, str]] = set()
+    for body in cluster.store.objects(OVERRIDE_KIND, cluster.name):
+        added += [PodRecord.from_dict(p) for p in body.get("add", [])]
+        gone |= {(ns, name, ip) for ns, name, ip in body.get("exclude", [])}
+    return added, gone
+
+
+def rules(cluster: LocalCluster) -> list[nat.ServiceRule]:
+    added, gone = _overrides(cluster)
+    pods = [p for p in cluster.store.pods(cluster.name) + added if (p.namespace, p.name, p.ip) not in gone]
     out = []
     for svc in cluster.store.services(cluster.name):
         eps = endpoints(svc, pods)
@@ -79,19 +115,16 @@ def rules(
     return out
 
 
-def sync(
-    cluster: LocalCluster, extra: tuple[PodRecord, ...] = (), exclude: tuple[PodRecord, ...] = ()
-) -> None:
-    """Rewrite the cluster's service rules, on the host and on every node, from the current state.
-
-    ``extra`` pods count as endpoints too (a migration's target while it overlaps its source);
-    ``exclude`` pods do not (a clone's source while CRIU dumps it).
-    """
-    current = rules(cluster, extra, exclude)
-    prefix = cluster.layout.chain_prefix
-    namespaces: list[str | None] = [None, *(n.netns for n in cluster.nodes())]
-    with ThreadPoolExecutor(max_workers=8) as pool:  # one iptables-restore per namespace, in parallel
-        list(pool.map(lambda ns: nat.sync(prefix, current, ns), namespaces))
+def sync(cluster: LocalCluster) -> None:
+    """Rewrite the cluster's service rules, on the host and on every node, from the current state
+    (pods and endpoint overrides). Syncs of one cluster take turns, across threads and processes."""
+    lock = cluster.store.lock_path(f"{cluster.name}.services")
+    with locks.hold(lock, f"the services of cluster {cluster.name}"):
+        current = rules(cluster)
+        prefix = cluster.layout.chain_prefix
+        namespaces: list[str | None] = [None, *(n.netns for n in cluster.nodes())]
+        with ThreadPoolExecutor(max_workers=8) as pool:  # one iptables-restore per namespace, in parallel
+            list(pool.map(lambda ns: nat.sync(prefix, current, ns), namespaces))
 
 
 def allocate_cluster_ip(cluster: LocalCluster) -> str:
