@@ -115,7 +115,6 @@ def test_oci_layout_is_valid(first_setup: SetupRun) -> None:
     assert {"nginx", "redis"} <= names
 
 
-@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
 @pytest.mark.parametrize(("name", "port"), [("nginx", "80/tcp"), ("redis", "6379/tcp")])
 def test_skopeo_reads_the_layout(first_setup: SetupRun, name: str, port: str) -> None:
     ref = f"oci:{paths().images_dir / 'oci'}:{name}"

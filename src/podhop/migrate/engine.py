@@ -90,10 +90,11 @@ class Migration:
     def phase(self, name: str) -> Iterator[None]:
         self.current_phase = name
         self.remaining(name)
-        if self.options.on_phase:
-            self.options.on_phase(name, self)
         t0 = time.monotonic()
         try:
+            if self.options.on_phase:  # progress, and the tests' fault injection (raise, or spend time)
+                self.options.on_phase(name, self)
+                self.remaining(name)
             yield
         except MigrationError:
             raise
@@ -209,15 +210,6 @@ def execute(m: Migration) -> dict[str, Any]:
                     if m.plan.strategy in (Strategy.COLD, Strategy.CLONE):
                         steps.start_page_server(cluster, mv, undo)
             _run_strategy(m, undo, transfers)
-            with m.phase("switch"):
-                m.new.containers = [mv.target for mv in m.moves]
-                m.new.started = m.pod.started
-                if m.plan.strategy is Strategy.CLONE:
-                    svcops.set_override(cluster, f"{m.id}/both", add=(m.new,))  # both serve for a moment
-                cluster.store.put_pod(m.new)
-                undo.callback(cluster.store.put_pod, m.pod)
-                svcops.clear_overrides(cluster, f"{m.id}/both", f"{m.id}/detach")
-                m.current_ip = m.new.ip
             undo.pop_all()  # committed: the pod lives on the target now
     except BaseException as exc:
         if probe:
@@ -245,7 +237,27 @@ def execute(m: Migration) -> dict[str, Any]:
     return _report(m, total_ms, wall0, attempts, before, after, images)
 
 
+def _switch(m: Migration, undo: ExitStack) -> None:
+    """Endpoints (and the pod's record) move to the target; undone by putting the source back."""
+    with m.phase("switch"):
+        m.new.containers = [mv.target for mv in m.moves]
+        m.new.started = m.pod.started
+        if m.plan.strategy is Strategy.CLONE:
+            svcops.set_override(m.cluster, f"{m.id}/both", add=(m.new,))  # both serve for a moment
+        m.cluster.store.put_pod(m.new)
+        undo.callback(m.cluster.store.put_pod, m.pod)
+        svcops.clear_overrides(m.cluster, f"{m.id}/both", f"{m.id}/detach")
+        m.current_ip = m.new.ip
+
+
 def _run_strategy(m: Migration, undo: ExitStack, transfers: list[steps.Transfer]) -> None:
+    """The strategy's phases after ``prepare``, in the plan's order, ending at the commit point.
+
+    Post-copy switches *before* it restores: once the target runs, the source's CRIU hands it the
+    memory and then ends the source, so nothing after the restore could put the source back.
+    Until the restore has succeeded the source is frozen, holding all its memory, and every
+    failure (the switch's included) unwinds to it.
+    """
     cluster, strategy = m.cluster, m.plan.strategy
     timeout = m.remaining
     if strategy is Strategy.COLD:
@@ -267,6 +279,7 @@ def _run_strategy(m: Migration, undo: ExitStack, transfers: list[steps.Transfer]
         with m.phase("restore"):
             for mv in m.moves:
                 steps.restore(cluster, mv, m.new, undo, timeout("restore"), lazy=False)
+        _switch(m, undo)
         return
     ports = []
     with m.phase("dump"):
@@ -275,6 +288,7 @@ def _run_strategy(m: Migration, undo: ExitStack, transfers: list[steps.Transfer]
     with m.phase("transfer"):
         for mv, t in zip(m.moves, transfers, strict=True):
             mv.transferred_bytes += t.go(timeout("transfer"))
+    _switch(m, undo)
     wrapper = cluster.runc.criu
     assert wrapper is not None
     with m.phase("restore"):

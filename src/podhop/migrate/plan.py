@@ -45,7 +45,7 @@ REPORTED_PHASES = ("freeze", "dump", "transfer", "restore", "switch")
 PHASES: dict[Strategy, tuple[str, ...]] = {
     Strategy.COLD: ("prepare", "freeze", "dump", "transfer", "restore", "switch", "cleanup"),
     Strategy.CLONE: ("prepare", "dump", "transfer", "restore", "switch", "drain", "cleanup"),
-    Strategy.POSTCOPY: ("prepare", "freeze", "dump", "transfer", "restore", "switch", "pull", "cleanup"),
+    Strategy.POSTCOPY: ("prepare", "dump", "transfer", "switch", "restore", "pull", "cleanup"),
     Strategy.PRECOPY: ("prepare", "predump", "freeze", "dump", "transfer", "restore", "switch", "cleanup"),
 }
 

@@ -67,6 +67,9 @@ APT_PACKAGES: tuple[str, ...] = (
     "kmod",  # modprobe (overlay, br_netfilter)
     "tar",  # image layers
     "curl",  # health probes
+    "skopeo",  # moves OCI images (podhop's layouts to registries and container storage)
+    "podman",  # the peer podhop's checkpoint archives interoperate with (tests, baseline benchmark)
+    "zstd",  # Podman's archives are zstd-compressed
 )
 
 CRIU_MIN_VERSION = (4, 2, 0)
