@@ -81,6 +81,9 @@ class ContainerRecord:
     pid_file: str
     monitor_pid: int = 0
     ports: list[int] = field(default_factory=list)
+    #: External mounts its checkpoints need beyond the pod's /etc files (a container born in Podman:
+    #: /run/.containerenv, /dev/shm, the cgroup file system), as CRIU names them.
+    external: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -38,6 +39,9 @@ DELETED_FILES = "deleted.files"
 STATS_DUMP = "stats-dump"
 DUMP_LOG = "dump.log"
 CHECKPOINT_DIR = "checkpoint"
+DEVSHM = "devshm-checkpoint.tar"  # Podman's: what /dev/shm held
+#: Tar members replayed into the new container (never unpacked as they are).
+REPLAYED = (ROOTFS_DIFF, DEVSHM)
 
 #: Small files read into memory (at most ``METADATA_MAX`` bytes each).
 METADATA = (CONFIG_DUMP, SPEC_DUMP, DELETED_FILES, STATS_DUMP)
@@ -187,6 +191,47 @@ def container_name(config: ConfigDump) -> str:
             f"{CONFIG_DUMP}: container name {config.name!r} is not a valid Kubernetes container name",
             hint="restore it with --name NAME (a DNS-1123 label)",
         ) from exc
+
+
+#: What every podhop pod already gets bind-mounted (from its own directory).
+POD_FILES = frozenset({"/etc/hosts", "/etc/hostname", "/etc/resolv.conf"})
+#: Marker files other runtimes bind into containers: given back as empty files of the pod's own.
+EMPTY_FILES = {"/run/.containerenv": "containerenv"}
+
+
+@dataclass(frozen=True)
+class ExternalMounts:
+    """What a restore must mount from outside the container, as the checkpoint's CRIU images say.
+
+    ``files``: (destination, file name in the pod's directory) of empty files; ``shm``: ``/dev/shm``
+    is a bind (its contents in ``devshm-checkpoint.tar``); ``cgroup``: the cgroup file system.
+    """
+
+    files: tuple[tuple[str, str], ...] = ()
+    shm: bool = False
+    cgroup: bool = False
+
+
+def external_mounts(keys: list[str]) -> ExternalMounts:
+    """Plan the external mounts for CRIU's ``keys``; refuse any podhop cannot give from the pod's own
+    directories (a host path, a volume): nothing of an archive becomes a host mount."""
+    files: list[tuple[str, str]] = []
+    shm = cgroup = False
+    for key in keys:
+        if key in POD_FILES or key == "/dev/null":  # the pod's own; /dev/null: runc's masked paths
+            continue
+        if key in EMPTY_FILES:
+            files.append((key, EMPTY_FILES[key]))
+        elif key == "/dev/shm":
+            shm = True
+        elif key == "/sys/fs/cgroup" or key.startswith("/sys/fs/cgroup/"):
+            cgroup = True
+        else:
+            raise ArchiveError(
+                f"the checkpoint expects {key!r} mounted from outside the container (a volume?): "
+                "podhop restores only a pod's own files, /dev/shm and the cgroup file system"
+            )
+    return ExternalMounts(tuple(files), shm, cgroup)
 
 
 def image_member(name: str) -> bool:

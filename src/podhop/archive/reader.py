@@ -63,8 +63,12 @@ class Contents:
     rootfs_diff_bytes: int
     has_rootfs_diff: bool
     images_dir: Path | None = None
-    rootfs_diff: Path | None = None
+    extracted: dict[str, Path] = field(default_factory=dict)  # replayed members, as written to disk
     ignored: list[str] = field(default_factory=list)
+
+    @property
+    def rootfs_diff(self) -> Path | None:
+        return self.extracted.get(layout.ROOTFS_DIFF)
 
 
 @contextmanager
@@ -121,11 +125,14 @@ def _read_small(src: IO[bytes], name: str) -> bytes:
     return data
 
 
-def read(archive: Path, *, images_to: Path | None = None, diff_to: Path | None = None) -> Contents:
-    """Read and check ``archive``; write CRIU's images into ``images_to`` and the root filesystem
-    diff to the file ``diff_to`` when given (both must not exist yet)."""
-    if images_to is not None:
-        images_to.mkdir(mode=0o700)
+def read(archive: Path, *, images_to: Path | None = None, extract_to: Path | None = None) -> Contents:
+    """Read and check ``archive``; write CRIU's images into ``images_to`` and the tar members podhop
+    replays (:data:`~podhop.archive.layout.REPLAYED`: the root filesystem diff, ``/dev/shm``'s
+    contents) into the directory ``extract_to`` when given (neither may exist yet)."""
+    for d in (images_to, extract_to):
+        if d is not None:
+            d.mkdir(mode=0o700)
+    extracted: dict[str, Path] = {}
     small: dict[str, bytes] = {}
     tree: dict[str, bytes] = {}
     seen: set[str] = set()
@@ -162,10 +169,12 @@ def read(archive: Path, *, images_to: Path | None = None, diff_to: Path | None =
                         tree[rest] = _read_small(src, name)
                 elif name in layout.METADATA:
                     small[name] = _read_small(src, name)
-                elif name == layout.ROOTFS_DIFF:
-                    has_diff, diff_bytes = True, member.size
-                    if diff_to is not None:
-                        _copy(src, diff_to)
+                elif name in layout.REPLAYED:
+                    if name == layout.ROOTFS_DIFF:
+                        has_diff, diff_bytes = True, member.size
+                    if extract_to is not None:
+                        _copy(src, extract_to / name)
+                        extracted[name] = extract_to / name
                 else:
                     ignored.append(name)
     except ArchiveError as exc:
@@ -174,20 +183,11 @@ def read(archive: Path, *, images_to: Path | None = None, diff_to: Path | None =
         raise ArchiveError(f"{archive}: not a readable tar archive ({_why(exc)})") from exc
     except OSError as exc:
         raise ArchiveError(f"{archive}: cannot be read: {exc.strerror or exc}") from exc
-    return _contents(
-        archive,
-        size,
-        compression,
-        small,
-        tree,
-        images_to,
-        diff_to,
-        pages,
-        images,
-        diff_bytes,
-        has_diff,
-        ignored,
+    contents = _contents(
+        archive, size, compression, small, tree, images_to, pages, images, diff_bytes, has_diff, ignored
     )
+    contents.extracted = extracted
+    return contents
 
 
 def _why(exc: BaseException) -> str:
@@ -204,7 +204,6 @@ def _contents(
     small: dict[str, bytes],
     tree: dict[str, bytes],
     images_to: Path | None,
-    diff_to: Path | None,
     pages: int,
     images: int,
     diff_bytes: int,
@@ -235,7 +234,6 @@ def _contents(
         rootfs_diff_bytes=diff_bytes,
         has_rootfs_diff=has_diff,
         images_dir=images_to,
-        rootfs_diff=diff_to if has_diff else None,
         ignored=ignored,
     )
 

@@ -59,6 +59,8 @@ def apply_diff(rootfs: Path, diff: Path) -> Applied:
     try:
         with safefs.open_root(rootfs) as root, tarfile.open(diff, mode="r:") as tar:
             for member in tar:
+                if member.name.strip("./") == "":  # the root itself ("./"): it is there already
+                    continue
                 _apply(root, tar, member, done, hardlinks)
             for path, target in hardlinks:  # after every file they may point at exists
                 safefs.make_hardlink(root, path, target)

@@ -20,6 +20,7 @@ Why: a checkpoint is worth more as a file other tools read (the layout is in
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -41,6 +42,7 @@ from podhop.net import netns
 from podhop.objects.manifests import load_manifests
 from podhop.objects.model import Pod
 from podhop.runtime import criu, oci
+from podhop.runtime.images import resolve
 from podhop.store import ContainerRecord, PodRecord, now
 
 #: How long a checkpoint's dump may take.
@@ -138,10 +140,17 @@ def _write_metadata(
 ) -> None:
     deleted = rootfs.make_diff(Path(ctr.bundle) / "upper", work / layout.ROOTFS_DIFF)
     rootfs.write_deleted(work / layout.DELETED_FILES, deleted)
+    image = resolve(ctr.image)
     config = {
         "id": ctr.runtime_id,
         "name": ctr.name,
         "rootfsImageName": ctr.image,
+        # What Podman's import needs besides (its image ID; a network namespace of its own, not the
+        # one spec.dump names, which is this pod's and may still be in use).
+        "rootfsImageID": image.config_digest.removeprefix("sha256:"),
+        "createNetNS": True,
+        "networkMode": "bridge",
+        "newNetworks": {"podman": {"interface_name": "eth0"}},
         "runtime": "runc",
         "createdTime": pod.created,
         "checkpointedTime": stamp,
@@ -159,7 +168,9 @@ def _write_metadata(
         },
     }
     (work / layout.CONFIG_DUMP).write_text(json.dumps(config, indent=2))
-    shutil.copyfile(Path(ctr.bundle) / "config.json", work / layout.SPEC_DUMP)
+    spec = json.loads((Path(ctr.bundle) / "config.json").read_text())
+    spec.get("annotations", {}).pop("org.criu.config", None)  # a podhop path, meaningless elsewhere
+    (work / layout.SPEC_DUMP).write_text(json.dumps(spec, indent=1))
 
 
 def inspect(archive: Path) -> dict[str, Any]:
@@ -214,9 +225,12 @@ def restore(cluster: LocalCluster, archive: Path, node: str, name: str | None = 
         work.mkdir(parents=True, mode=0o700)
         try:
             contents = reader.read(
-                archive, images_to=work / layout.CHECKPOINT_DIR, diff_to=work / layout.ROOTFS_DIFF
+                archive, images_to=work / layout.CHECKPOINT_DIR, extract_to=work / "replay"
             )
             reader.require_images(contents)
+            assert contents.images_dir is not None
+            keys = criu.external_mounts(contents.images_dir)
+            mounts = layout.external_mounts(keys)  # refuses what podhop cannot give from the pod's own
             pod_name, namespace, labels, spec, ctr_name = _pod_from_archive(contents, name)
             if any((p.namespace, p.name) == (namespace, pod_name) for p in cluster.store.pods(cluster.name)):
                 raise AlreadyExistsError(f'pod "{pod_name}" already exists', hint="restore with --name NEW")
@@ -239,6 +253,7 @@ def restore(cluster: LocalCluster, archive: Path, node: str, name: str | None = 
             ctr = podops.container_record(
                 cluster, pod, ctr_name, spec["containers"][0]["image"], [int(p) for p in ports if p]
             )
+            ctr.external = [k for k in keys if k not in layout.POD_FILES and k != "/dev/null"]
             with ExitStack() as undo:
                 podops.create_sandbox(cluster, target, pod)
                 undo.callback(podops.delete_sandbox, cluster, pod)
@@ -247,12 +262,25 @@ def restore(cluster: LocalCluster, archive: Path, node: str, name: str | None = 
                     rootfs.apply_diff(root, contents.rootfs_diff)
                 rootfs.apply_deletions(root, contents.deleted)
                 podops.prepare_mount_points(root)  # the diff may have put links there
+                mode = criu.root_mode(contents.images_dir)
+                if mode is not None:  # CRIU checks it: Podman's roots are 0555
+                    os.chmod(root, mode)
+                if mounts.shm and layout.DEVSHM in contents.extracted:  # what /dev/shm held
+                    shm = Path(ctr.bundle) / "shm"
+                    shm.mkdir(mode=0o1777)
+                    rootfs.apply_diff(shm, contents.extracted[layout.DEVSHM])
                 proc = contents.spec.process
                 process = oci.ProcessSpec(tuple(proc.args), tuple(proc.env), proc.cwd)
-                steps.write_config(cluster, ctr, pod, process=process)
-                assert contents.images_dir is not None
+                join = steps.write_config(cluster, ctr, pod, process)
                 steps.runc_restore(
-                    cluster, ctr, contents.images_dir, work / "restore-work", node, undo, 120.0
+                    cluster,
+                    ctr,
+                    contents.images_dir,
+                    work / "restore-work",
+                    node,
+                    undo,
+                    120.0,
+                    join_cgroup=join,
                 )
                 pod.containers = [ctr]
                 pod.phase, pod.started = "Running", now()

@@ -156,6 +156,7 @@ def prepare(
     moves = []
     for c in pod.containers:
         tc = podops.container_record(cluster, new, c.name, c.image, list(c.ports))
+        tc.external = list(c.external)
         src_dir = cluster.node_dir(pod.node) / "checkpoints" / f"{pod.name}-{mid}" / c.name
         dst_dir = cluster.node_dir(target) / "checkpoints" / f"{pod.name}-{mid}" / c.name
         moves.append(

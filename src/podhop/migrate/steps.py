@@ -375,6 +375,8 @@ def start_transfer(move: ContainerMove, timeout: float, undo: ExitStack) -> Tran
     """Prepare moving CRIU's non-memory images and the container's filesystem changes over the link."""
     move.src.images.mkdir(parents=True, exist_ok=True)
     sources = {move.src.images: "checkpoint", Path(move.source.bundle) / "upper": "upper"}
+    if (Path(move.source.bundle) / "shm").is_dir():  # a /dev/shm of its own (born in Podman)
+        sources[Path(move.source.bundle) / "shm"] = "shm"
     t = Transfer.start(move.src, move.dst, sources, Path(move.target.bundle), timeout)
     undo.callback(t.stop)
     move.transfer_port = t.port
@@ -389,21 +391,20 @@ def mount_rootfs(cluster: LocalCluster, tc: ContainerRecord, new_pod: PodRecord,
 
 
 def write_config(
-    cluster: LocalCluster,
-    tc: ContainerRecord,
-    new_pod: PodRecord,
-    process: oci.ProcessSpec | None = None,
-    extra_binds: tuple[oci.BindMount, ...] = (),
-) -> None:
+    cluster: LocalCluster, tc: ContainerRecord, new_pod: PodRecord, process: oci.ProcessSpec | None = None
+) -> str | None:
     """The restored container's OCI config, built afresh from the pod's spec for its new home (new
-    netns, cgroup, mount sources) with restore-time CRIU options; ``process`` overrides what the
-    pod spec and image say the container runs (an archive's own, already validated)."""
+    netns, cgroup, mount sources, the external mounts its checkpoint expects) with restore-time CRIU
+    options; ``process`` overrides what the pod spec and image say the container runs (an archive's
+    own, already validated). Returns the cgroup runc must restore from (see :func:`runc_restore`)."""
     spec = next(c for c in spec_from_record(new_pod).containers if c.name == tc.name)
     proc = process or podops.image_process(spec, resolve(tc.image))
-    config = podops.container_config(cluster, new_pod, spec, proc, extra_binds)
+    binds, cgroup_mount = podops.external_binds(cluster, new_pod, tc)
+    config = podops.container_config(cluster, new_pod, spec, proc, binds, cgroup_mount)
     bundle = Path(tc.bundle)
     (bundle / "config.json").write_text(json.dumps(config, indent=1))
     (bundle / "criu.conf").write_text("tcp-close\n")  # the address changed: connections cannot live on
+    return config["linux"]["cgroupsPath"].strip("/") if cgroup_mount else None
 
 
 def runc_restore(
@@ -415,8 +416,12 @@ def runc_restore(
     undo: ExitStack,
     timeout: float,
     lazy: bool = False,
+    join_cgroup: str | None = None,
 ) -> None:
-    """``runc restore`` under a new monitor; on failure, a safe delete (see the recipes' traps)."""
+    """``runc restore`` under a new monitor; on failure, a safe delete (see the recipes' traps).
+
+    ``join_cgroup``: start runc from inside that cgroup (a checkpoint with cgroup mounts: runc binds
+    its own process's cgroups into the container)."""
     runc = cluster.runc
     work.mkdir(parents=True, exist_ok=True)
     argv = runc.argv(
@@ -436,7 +441,9 @@ def runc_restore(
     )
     undo.callback(_delete_failed_restore, cluster, tc)
     try:
-        tc.monitor_pid = monitor.launch(argv, Path(tc.log), Path(tc.exit_file), timeout=timeout)
+        tc.monitor_pid = monitor.launch(
+            argv, Path(tc.log), Path(tc.exit_file), timeout=timeout, join_cgroup=join_cgroup
+        )
     except RuntimeError as exc:
         detail = (
             criu.last_error(work / "restore.log", work / "lazy-pages.log") or runc.last_error() or str(exc)
@@ -455,10 +462,10 @@ def restore(
     """Restore the container on the target from the transferred images, under a new monitor."""
     tc = move.target
     mount_rootfs(cluster, tc, new_pod, undo)
-    write_config(cluster, tc, new_pod)
+    join = write_config(cluster, tc, new_pod)
     if Path(move.source.log).exists():
         shutil.copyfile(move.source.log, tc.log)
-    runc_restore(cluster, tc, move.dst.images, move.dst.work, new_pod.node, undo, timeout, lazy)
+    runc_restore(cluster, tc, move.dst.images, move.dst.work, new_pod.node, undo, timeout, lazy, join)
 
 
 def _unmount_quietly(path: Path) -> None:

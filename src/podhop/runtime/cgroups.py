@@ -60,6 +60,34 @@ def create_node(cluster: str, node: str, cpu_m: int, memory_b: int) -> None:
     (_v1_dir("memory", rel) / "memory.limit_in_bytes").write_text(str(memory_b))
 
 
+def join(rel: str, pid: int = 0) -> None:
+    """Move ``pid`` (0: the caller) into cgroup ``rel`` of every hierarchy, creating it.
+
+    runc restores a container whose checkpoint has cgroup v1 mounts by binding, for each,
+    the cgroup of *its own* process: started from inside the container's cgroups, it binds
+    those (as ``runc run`` would), not its caller's tree.
+    """
+    who = str(pid or os.getpid())
+    if is_v2():
+        d = CGROUP_ROOT / rel
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cgroup.procs").write_text(who)
+        return
+    for hierarchy in sorted(CGROUP_ROOT.iterdir()):
+        if hierarchy.name == "unified" or not (hierarchy / "cgroup.procs").exists():
+            continue
+        d = hierarchy / rel
+        d.mkdir(parents=True, exist_ok=True)
+        if (hierarchy / "cpuset.cpus").exists():
+            parent = hierarchy
+            for part in rel.split("/"):
+                parent = parent / part
+                for knob in ("cpuset.cpus", "cpuset.mems"):
+                    if not (parent / knob).read_text().strip():
+                        (parent / knob).write_text((parent.parent / knob).read_text())
+        (d / "cgroup.procs").write_text(who)
+
+
 def _enable_v2_controllers(rel: str) -> None:
     d = CGROUP_ROOT
     for part in rel.split("/"):

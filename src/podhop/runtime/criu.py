@@ -400,6 +400,35 @@ def process_tree(images: Path) -> list[Process]:
     return process_tree_of((images / "pstree.img").read_bytes(), core)
 
 
+def external_mounts(images: Path) -> list[str]:
+    """The external mounts a restore of ``images`` must be given (``mnt_entry.ext_key`` of every
+    ``mountpoints-*.img``), in order, each once: binds of files and directories from outside the
+    container (``/etc/hosts``, ``/dev/shm``, cgroup v1 controllers, ``/dev/null`` for masked paths)."""
+    keys: dict[str, None] = {}
+    for path in sorted(images.glob("mountpoints-*.img")):
+        for entry in read_entries(path):
+            key = entry.get(18)
+            if isinstance(key, bytes):
+                keys[key.decode(errors="replace")] = None
+    return list(keys)
+
+
+def root_mode(images: Path) -> int | None:
+    """The permission bits CRIU recorded for the container's ``/`` (a task's root or cwd in
+    ``files.img``): a restore refuses a root of another mode (Podman's roots are 0555)."""
+    path = images / "files.img"
+    if not path.exists():
+        return None
+    for entry in read_entries(path):
+        reg = entry.get(3)  # file_entry.reg: reg_file_entry
+        if isinstance(reg, bytes):
+            fields = _fields(reg)
+            mode = fields.get(10)  # reg_file_entry.mode
+            if fields.get(6) == b"/" and isinstance(mode, int):  # reg_file_entry.name
+                return mode & 0o7777
+    return None
+
+
 def parse_stats(data: bytes) -> dict[str, int]:
     """Decode CRIU's ``stats-dump`` or ``stats-restore`` (two magics, a size, a ``StatsEntry``)."""
     if len(data) < 12:

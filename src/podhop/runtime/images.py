@@ -101,6 +101,7 @@ class Image:
         rootfs: the unpacked (single) layer; use it read-only, as an overlay lowerdir.
         config: how a container of this image runs.
         size_bytes: size of the image's content (layers plus config), in bytes.
+        config_digest: digest of the image config: the image ID Podman and Docker show.
     """
 
     name: str
@@ -108,6 +109,7 @@ class Image:
     rootfs: Path
     config: ImageConfig
     size_bytes: int
+    config_digest: str = ""  # the image ID as Podman and Docker show it (``sha256:<hex>``)
 
 
 #: The base images, as their official counterparts run them (as root: CRIU on
@@ -241,6 +243,7 @@ def _image_from_descriptor(oci: Path, desc: Mapping[str, Any]) -> Image | None:
         rootfs=rootfs,
         config=_config_from_json(_read_json(config_path)),
         size_bytes=size,
+        config_digest=str(config_desc["digest"]),
     )
 
 

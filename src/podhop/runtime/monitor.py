@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", required=True, type=Path)
     parser.add_argument("--exit-file", required=True, type=Path)
     parser.add_argument("--status-fd", required=True, type=int)
+    parser.add_argument("--join-cgroup", default=None, help="run the command from inside this cgroup")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -84,9 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     log = _LogWriter(args.log)
+    def join() -> None:  # in the child, before exec: the monitor itself stays where it is
+        from podhop.runtime import cgroups
+
+        cgroups.join(args.join_cgroup)
+
     try:
-        runtime = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w)
-    except OSError as exc:
+        runtime = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            preexec_fn=join if args.join_cgroup else None,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
         _report(args.status_fd, {"ok": False, "error": str(exc)})
         return 1
     os.close(out_w)
@@ -138,8 +150,11 @@ def _reap(exit_code: int | None) -> tuple[int | None, bool]:
             exit_code = 128 - code if code < 0 else code
 
 
-def launch(command: list[str], log: Path, exit_file: Path, timeout: float = 60.0) -> int:
-    """Start a monitor running ``command``; return the monitor's pid once runc succeeded.
+def launch(
+    command: list[str], log: Path, exit_file: Path, timeout: float = 60.0, join_cgroup: str | None = None
+) -> int:
+    """Start a monitor running ``command`` (from inside cgroup ``join_cgroup`` if given); return the
+    monitor's pid once runc succeeded.
 
     Raises ``RuntimeError`` with runc's return code when the command failed; the
     caller reads runc's own log for the reason.
@@ -157,6 +172,7 @@ def launch(command: list[str], log: Path, exit_file: Path, timeout: float = 60.0
                 str(exit_file),
                 "--status-fd",
                 str(write_fd),
+                *(["--join-cgroup", join_cgroup] if join_cgroup else []),
                 "--",
                 *command,
             ],

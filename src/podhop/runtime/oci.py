@@ -62,15 +62,22 @@ class BindMount:
     destination: str
     source: str
     readonly: bool = False
+    restricted: bool = False  # nosuid, noexec, nodev (what /dev/shm gets)
 
     def to_oci(self) -> dict[str, Any]:
-        mode = "ro" if self.readonly else "rw"
-        return {
-            "destination": self.destination,
-            "type": "bind",
-            "source": self.source,
-            "options": ["rbind", "rprivate", mode],
-        }
+        options = ["rbind", "rprivate", "ro" if self.readonly else "rw"]
+        if self.restricted:
+            options += ["nosuid", "noexec", "nodev"]
+        return {"destination": self.destination, "type": "bind", "source": self.source, "options": options}
+
+
+#: The cgroup file system, read-only, as Podman and Docker give it (cgroup v1: one bind per controller).
+CGROUP_MOUNT = {
+    "destination": "/sys/fs/cgroup",
+    "type": "cgroup",
+    "source": "cgroup",
+    "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+}
 
 
 @dataclass(frozen=True)
@@ -125,11 +132,14 @@ def config(
     memory_limit_b: int = 0,
     annotations: dict[str, str] | None = None,
     binds: tuple[BindMount, ...] = (),
+    cgroup_mount: bool = False,
 ) -> dict[str, Any]:
     """The OCI runtime config for one container (root filesystem at ``rootfs``).
 
     ``binds`` are mounted after the standard mounts (the pod's ``/etc/hosts`` and the like: runc
-    resolves each destination inside the root filesystem, so a link there cannot lead outside).
+    resolves each destination inside the root filesystem, so a link there cannot lead outside);
+    a bind replaces a standard mount of the same destination (``/dev/shm``). ``cgroup_mount``
+    adds a read-only ``/sys/fs/cgroup`` (restoring a checkpoint that had one).
     """
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if nofile == resource.RLIM_INFINITY:
@@ -154,7 +164,7 @@ def config(
         },
         "root": {"path": "rootfs", "readonly": False},
         "hostname": hostname[:63],
-        "mounts": [*_mounts(), *(b.to_oci() for b in binds)],
+        "mounts": _mounts(binds, cgroup_mount),
         "annotations": annotations or {},
         "linux": {
             "cgroupsPath": "/" + cgroups_path.strip("/"),
@@ -172,7 +182,13 @@ def config(
     }
 
 
-def _mounts() -> list[dict[str, Any]]:
+def _mounts(binds: tuple[BindMount, ...], cgroup_mount: bool) -> list[dict[str, Any]]:
+    replaced = {b.destination for b in binds}
+    standard = [m for m in _standard_mounts() if m["destination"] not in replaced]
+    return [*standard, *([CGROUP_MOUNT] if cgroup_mount else []), *(b.to_oci() for b in binds)]
+
+
+def _standard_mounts() -> list[dict[str, Any]]:
     return [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from podhop import sh
+from podhop.archive.layout import external_mounts
 from podhop.backends.local.cluster import LocalCluster
 from podhop.backends.local.layout import pod_ips
 from podhop.errors import PodhopError, RuntimeFailure, SchedulingError
@@ -153,6 +154,9 @@ def delete_sandbox(cluster: LocalCluster, pod: PodRecord) -> None:
 #: Files every container of a pod gets from the pod's own directory (as the kubelet's etc-hosts):
 #: bind-mounted, never written into the image tree, so a link planted there leads nowhere.
 ETC_FILES = ("hosts", "hostname", "resolv.conf")
+#: A container's ``/`` is read-only by mode, as in Podman and CRI-O (containers/storage): CRIU checks
+#: the mode on restore, so archives only move between runtimes whose roots agree.
+ROOT_MODE = 0o555
 
 
 def write_etc(cluster: LocalCluster, pod: PodRecord) -> Path:
@@ -170,12 +174,33 @@ def etc_binds(cluster: LocalCluster, pod: PodRecord) -> tuple[oci.BindMount, ...
     return tuple(oci.BindMount(f"/etc/{name}", str(etc / name)) for name in ETC_FILES)
 
 
+def external_binds(
+    cluster: LocalCluster, pod: PodRecord, ctr: ContainerRecord
+) -> tuple[tuple[oci.BindMount, ...], bool]:
+    """The container's mounts beyond the pod's /etc files that its checkpoints expect
+    (``ctr.external``), from sources of the pod's own: empty marker files in the pod's directory,
+    ``/dev/shm`` from ``shm`` in its bundle; and whether it needs the cgroup file system."""
+    plan = external_mounts(ctr.external)
+    pdir = pod_dir(cluster, pod.node, pod.name, pod.sandbox)
+    binds = []
+    for destination, name in plan.files:
+        (pdir / name).touch()
+        binds.append(oci.BindMount(destination, str(pdir / name)))
+    if plan.shm:
+        shm = Path(ctr.bundle) / "shm"
+        shm.mkdir(parents=True, exist_ok=True)
+        os.chmod(shm, 0o1777)
+        binds.append(oci.BindMount("/dev/shm", str(shm), restricted=True))
+    return tuple(binds), plan.cgroup
+
+
 def container_config(
     cluster: LocalCluster,
     pod: PodRecord,
     ctr: ContainerSpec,
     process: oci.ProcessSpec,
     extra_binds: tuple[oci.BindMount, ...] = (),
+    cgroup_mount: bool = False,
 ) -> dict[str, Any]:
     """The OCI config of one container of ``pod``, built by podhop from the pod spec (at creation, and
     again on every restore: nothing of a checkpointed config is reused)."""
@@ -196,6 +221,7 @@ def container_config(
             "org.criu.config": str(base / "criu.conf"),
         },
         binds=etc_binds(cluster, pod) + extra_binds,
+        cgroup_mount=cgroup_mount,
     )
 
 
@@ -216,6 +242,7 @@ def mount_overlay(cluster: LocalCluster, node: str, image: Image, bundle: Path) 
     options = f"lowerdir={lower},upperdir={upper},workdir={work}"
     sh.run(["mount", "-t", "overlay", "overlay", "-o", options, str(rootfs)])
     try:
+        os.chmod(rootfs, ROOT_MODE)
         prepare_mount_points(rootfs)
     except PodhopError:
         sh.ok(["umount", str(rootfs)])
