@@ -70,7 +70,13 @@ def test_seed_nginx_spreads_serves_and_balances(cluster: LocalCluster) -> None:
             http_get(f"http://{svc.cluster_ip}/probe-{i}")
         except urllib.error.HTTPError as exc:
             assert exc.code == 404
-    hits = {p.name: sum(1 for _, _, line in logs(p) if "GET /probe-" in line) for p in pods}
+    # nginx's access log reaches the pod log through its monitor, asynchronously: wait (bounded) for it.
+    deadline = time.monotonic() + 10
+    while True:
+        hits = {p.name: sum(1 for _, _, line in logs(p) if "GET /probe-" in line) for p in pods}
+        if sum(hits.values()) >= 300 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert sum(hits.values()) == 300, hits
     assert all(h > 0 for h in hits.values()), hits
 
