@@ -42,7 +42,7 @@ def now() -> str:
 
 @dataclass
 class ClusterRecord:
-    """A local cluster: its index fixes its address range and interface names."""
+    """A cluster of either kind: its index (unique across kinds) fixes its address range and names."""
 
     name: str
     idx: int
@@ -51,6 +51,7 @@ class ClusterRecord:
     node_memory_b: int
     link_bandwidth_bps: int | None
     created: str = field(default_factory=now)
+    kind: str = "local"  # local | kubernetes (rows written before kinds existed load as local)
 
 
 @dataclass

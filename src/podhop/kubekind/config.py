@@ -1,0 +1,555 @@
+"""Pure rendering of every config file and command line of a Kubernetes-kind cluster.
+
+Why: the flags and files are where this kind's knowledge lives (which path keeps
+nodes from sharing state, which setting enables restore, which role the API
+server's kubelet client needs), and they are worth unit-testing without root.
+Nothing here touches the machine: each function turns a layout and a few numbers
+into text or argv; ``cluster.py`` writes and runs them.
+
+Traps these settings avoid (see ``/work/k8s-lab/NOTES.md`` for the story):
+
+- Several containerds on one host share ``/run/containerd/runc``, ``/run/containerd/s``,
+  ``/var/run/netns`` and NRI's socket unless told otherwise: each node gets its own runc
+  root, shim socket directory, netns mount directory (``netns_mounts_under_state_dir``),
+  and NRI is off. Kubelets likewise get their own root dir and ``podLogsDir``.
+- Kubelet >= 1.35 refuses cgroup v1 unless ``failCgroupV1: false``.
+- kube-proxy would raise the host-wide ``nf_conntrack_max``: ``conntrack.maxPerCore: 0``.
+- No ``br_netfilter`` here, so same-node pod -> service -> pod replies would bypass
+  conntrack on the bridge: kube-proxy masquerades all service traffic.
+- The built-in ``system:kubelet-api-admin`` lacks ``nodes/checkpoint`` (kubernetes #126232):
+  the API server's kubelet client gets ``podhop:kubelet-api-admin`` instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from podhop.kubekind.layout import (
+    API_PORT,
+    ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
+    KCM_PORT,
+    KUBELET_PORT,
+    METRICS_PORT,
+    REGISTRY_PORT,
+    SCHEDULER_PORT,
+    KubeLayout,
+)
+
+PAUSE_IMAGE = "docker.io/podhop/pause:3.10"
+CNI_BIN_DIR = "/usr/lib/cni"
+RUNC = "/usr/sbin/runc"
+
+
+@dataclass(frozen=True)
+class NodeBudget:
+    """What a node may use, and what the machine has (for kubelet's reservations)."""
+
+    cpu_m: int
+    memory_b: int
+    host_cpu_m: int
+    host_memory_b: int
+
+    def reserved(self) -> dict[str, str]:
+        """``systemReserved`` that makes the kubelet's allocatable equal the node's budget."""
+        cpu = max(0, self.host_cpu_m - self.cpu_m)
+        mem = max(0, self.host_memory_b - self.memory_b)
+        out = {"memory": f"{mem // 2**20}Mi"}
+        if cpu:
+            out["cpu"] = f"{cpu}m"
+        return out
+
+
+def _yaml(doc: dict[str, Any] | list[dict[str, Any]]) -> str:
+    if isinstance(doc, list):
+        return yaml.safe_dump_all(doc, sort_keys=False)
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- kubeconfig
+
+
+def kubeconfig(lay: KubeLayout, user: str, cert: Path, key: Path) -> str:
+    """A kubeconfig for ``user`` authenticating with a client certificate."""
+    return _yaml(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": lay.cluster,
+                    "cluster": {"server": lay.api_url, "certificate-authority": str(lay.pki / "ca.crt")},
+                }
+            ],
+            "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+            "contexts": [{"name": lay.cluster, "context": {"cluster": lay.cluster, "user": user}}],
+            "current-context": lay.cluster,
+        }
+    )
+
+
+# ----------------------------------------------------------------------------- control plane
+
+
+def etcd_argv(lay: KubeLayout, binary: Path) -> list[str]:
+    p, ip = lay.pki, lay.host_ip
+    return [
+        str(binary),
+        "--name=etcd",
+        f"--data-dir={lay.dir / 'etcd'}",
+        f"--listen-client-urls=https://{ip}:{ETCD_CLIENT_PORT}",
+        f"--advertise-client-urls=https://{ip}:{ETCD_CLIENT_PORT}",
+        f"--listen-peer-urls=https://{ip}:{ETCD_PEER_PORT}",
+        f"--initial-advertise-peer-urls=https://{ip}:{ETCD_PEER_PORT}",
+        f"--initial-cluster=etcd=https://{ip}:{ETCD_PEER_PORT}",
+        "--initial-cluster-state=new",
+        f"--cert-file={p / 'etcd.crt'}",
+        f"--key-file={p / 'etcd.key'}",
+        f"--trusted-ca-file={p / 'ca.crt'}",
+        "--client-cert-auth=true",
+        f"--peer-cert-file={p / 'etcd.crt'}",
+        f"--peer-key-file={p / 'etcd.key'}",
+        f"--peer-trusted-ca-file={p / 'ca.crt'}",
+        "--peer-client-cert-auth=true",
+        "--snapshot-count=10000",
+        "--log-level=warn",
+    ]
+
+
+def apiserver_argv(lay: KubeLayout, binary: Path) -> list[str]:
+    p, ip = lay.pki, lay.host_ip
+    return [
+        str(binary),
+        f"--advertise-address={ip}",
+        f"--bind-address={ip}",
+        f"--secure-port={API_PORT}",
+        f"--etcd-servers=https://{ip}:{ETCD_CLIENT_PORT}",
+        f"--etcd-cafile={p / 'ca.crt'}",
+        f"--etcd-certfile={p / 'apiserver-etcd-client.crt'}",
+        f"--etcd-keyfile={p / 'apiserver-etcd-client.key'}",
+        f"--client-ca-file={p / 'ca.crt'}",
+        f"--tls-cert-file={p / 'apiserver.crt'}",
+        f"--tls-private-key-file={p / 'apiserver.key'}",
+        f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+        f"--kubelet-certificate-authority={p / 'ca.crt'}",
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--service-account-key-file={p / 'sa.pub'}",
+        f"--service-account-signing-key-file={p / 'sa.key'}",
+        "--service-account-issuer=https://kubernetes.default.svc",
+        f"--service-cluster-ip-range={lay.service_cidr}",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        "--allow-privileged=true",
+        f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
+        "--enable-aggregator-routing=true",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def controller_manager_argv(lay: KubeLayout, binary: Path) -> list[str]:
+    p, kc = lay.pki, str(lay.dir / "controller-manager.kubeconfig")
+    return [
+        str(binary),
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        f"--bind-address={lay.host_ip}",
+        f"--secure-port={KCM_PORT}",
+        f"--cert-dir={lay.dir / 'controller-manager'}",
+        f"--service-account-private-key-file={p / 'sa.key'}",
+        f"--root-ca-file={p / 'ca.crt'}",
+        f"--cluster-signing-cert-file={p / 'ca.crt'}",
+        f"--cluster-signing-key-file={p / 'ca.key'}",
+        f"--service-cluster-ip-range={lay.service_cidr}",
+        f"--cluster-name={lay.cluster}",
+        "--use-service-account-credentials=true",
+        "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def scheduler_argv(lay: KubeLayout, binary: Path) -> list[str]:
+    kc = str(lay.dir / "scheduler.kubeconfig")
+    return [
+        str(binary),
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        f"--bind-address={lay.host_ip}",
+        f"--secure-port={SCHEDULER_PORT}",
+        f"--cert-dir={lay.dir / 'scheduler'}",
+        "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def metrics_server_argv(lay: KubeLayout, binary: Path) -> list[str]:
+    p, kc = lay.pki, str(lay.dir / "metrics-server.kubeconfig")
+    return [
+        str(binary),
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        f"--bind-address={lay.host_ip}",
+        f"--secure-port={METRICS_PORT}",
+        f"--tls-cert-file={p / 'metrics-server.crt'}",
+        f"--tls-private-key-file={p / 'metrics-server.key'}",
+        f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
+        f"--kubelet-certificate-authority={p / 'ca.crt'}",
+        "--kubelet-preferred-address-types=InternalIP",
+        "--kubelet-use-node-status-port",
+        "--metric-resolution=15s",
+        "--v=1",
+    ]
+
+
+def registry_config(lay: KubeLayout, storage: Path) -> str:
+    """docker-registry 2.8: the cluster's registry, on the bridge address, over shared storage."""
+    return _yaml(
+        {
+            "version": 0.1,
+            "log": {"level": "warn", "fields": {"service": "registry"}},
+            "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
+            "http": {"addr": f"{lay.host_ip}:{REGISTRY_PORT}"},
+        }
+    )
+
+
+# ----------------------------------------------------------------------------- nodes
+
+
+def containerd_config(lay: KubeLayout, i: int, cni_conf_dir: Path) -> str:
+    """containerd 2.3 (config version 3) for node ``i``: own root, state, sockets; restore on."""
+    node, run = lay.node_dir(i), lay.node_run_dir(i)
+    sock = lay.containerd_socket(i)
+    return f"""\
+version = 3
+root = "{node / "containerd"}"
+state = "{run / "containerd"}"
+
+[grpc]
+  address = "{sock}"
+
+[ttrpc]
+  address = "{sock}.ttrpc"
+
+[debug]
+  level = "info"
+
+[plugins."io.containerd.shim.v1.manager"]
+  socket_dir = "{lay.shim_socket_dir(i)}"
+
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{node / "opt"}"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  enable_experimental_restore_via_create = true
+  netns_mounts_under_state_dir = true
+
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = ["{CNI_BIN_DIR}"]
+  conf_dir = "{cni_conf_dir}"
+  max_conf_num = 1
+
+[plugins."io.containerd.cri.v1.runtime".containerd]
+  default_runtime_name = "runc"
+
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+  BinaryName = "{RUNC}"
+  Root = "{run / "runc"}"
+  SystemdCgroup = false
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{PAUSE_IMAGE}"
+
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = "{node / "certs.d"}"
+"""
+
+
+def registry_hosts(lay: KubeLayout) -> dict[str, str]:
+    """``certs.d/<host>/hosts.toml``: docker.io and the registry itself, plain HTTP, no internet."""
+    url = f"http://{lay.registry}"
+    mirror = f'server = "{url}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n'
+    return {
+        "docker.io": mirror,
+        lay.registry: mirror.replace('["pull", "resolve"]', '["pull", "resolve", "push"]'),
+    }
+
+
+def cni_network_name(lay: KubeLayout) -> str:
+    return f"podhop-k{lay.idx}"
+
+
+def cni_conflist(lay: KubeLayout, i: int) -> str:
+    """bridge + host-local (state under the node's directory) + portmap."""
+    return json.dumps(
+        {
+            "cniVersion": "1.0.0",
+            "name": cni_network_name(lay),
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "cbr0",
+                    "isGateway": True,
+                    "ipMasq": False,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": lay.pod_cidr(i), "gateway": lay.pod_gateway(i)}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(lay.node_dir(i) / "cni" / "ipam"),
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        },
+        indent=2,
+    )
+
+
+def kubelet_config(lay: KubeLayout, i: int, budget: NodeBudget) -> str:
+    p, name = lay.pki, lay.node_name(i)
+    return _yaml(
+        {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": lay.node_ip(i),
+            "port": KUBELET_PORT,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": 10248,
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True, "cacheTTL": "30s"},
+                "x509": {"clientCAFile": str(p / "ca.crt")},
+            },
+            "authorization": {"mode": "Webhook"},
+            "tlsCertFile": str(p / f"kubelet-{name}-serving.crt"),
+            "tlsPrivateKeyFile": str(p / f"kubelet-{name}-serving.key"),
+            "cgroupDriver": "cgroupfs",
+            "cgroupRoot": "/" + lay.node_cgroup(i),
+            "cgroupsPerQOS": True,
+            "failCgroupV1": False,
+            "failSwapOn": False,
+            "containerRuntimeEndpoint": f"unix://{lay.containerd_socket(i)}",
+            "podLogsDir": str(lay.node_dir(i) / "pod-logs"),
+            "featureGates": {"ContainerCheckpoint": True},
+            "systemReserved": budget.reserved(),
+            "enforceNodeAllocatable": ["pods"],
+            "evictionHard": {
+                "memory.available": "50Mi",
+                "nodefs.available": "1%",
+                "imagefs.available": "1%",
+                "nodefs.inodesFree": "1%",
+            },
+            "imageGCHighThresholdPercent": 99,
+            "imageGCLowThresholdPercent": 98,
+            "serializeImagePulls": False,
+            "resolvConf": "/etc/resolv.conf",
+            "clusterDomain": "cluster.local",
+            "maxPods": 110,
+            "rotateCertificates": False,
+            "serverTLSBootstrap": False,
+            "nodeStatusReportFrequency": "10s",
+            "runtimeRequestTimeout": "5m",
+        }
+    )
+
+
+def kubelet_argv(lay: KubeLayout, i: int, binary: Path) -> list[str]:
+    node = lay.node_dir(i)
+    return [
+        str(binary),
+        f"--config={node / 'kubelet.yaml'}",
+        f"--kubeconfig={node / 'kubelet.kubeconfig'}",
+        f"--root-dir={lay.kubelet_root(i)}",
+        f"--cert-dir={node / 'kubelet-pki'}",
+        f"--hostname-override={lay.node_name(i)}",
+        f"--node-ip={lay.node_ip(i)}",
+        "--v=1",
+    ]
+
+
+def containerd_argv(lay: KubeLayout, i: int, binary: Path) -> list[str]:
+    return [str(binary), f"--config={lay.node_dir(i) / 'containerd.toml'}"]
+
+
+def kube_proxy_config(lay: KubeLayout, i: int) -> str:
+    return _yaml(
+        {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(lay.dir / "kube-proxy.kubeconfig")},
+            "mode": "iptables",
+            "clusterCIDR": lay.cluster_cidr,
+            "hostnameOverride": lay.node_name(i),
+            "bindAddress": lay.node_ip(i),
+            "healthzBindAddress": "127.0.0.1:10256",
+            "metricsBindAddress": "127.0.0.1:10249",
+            "conntrack": {
+                "maxPerCore": 0,
+                "min": 0,
+                "tcpEstablishedTimeout": "0s",
+                "tcpCloseWaitTimeout": "0s",
+            },
+            "iptables": {"masqueradeAll": True},
+            "nodePortAddresses": [f"{lay.node_ip(i)}/32"],
+        }
+    )
+
+
+def kube_proxy_argv(lay: KubeLayout, i: int, binary: Path) -> list[str]:
+    return [str(binary), f"--config={lay.node_dir(i) / 'kube-proxy.yaml'}", "--v=1"]
+
+
+# ----------------------------------------------------------------------------- objects
+
+
+def bootstrap_objects(lay: KubeLayout, ca_pem: bytes) -> list[dict[str, Any]]:
+    """RBAC for the API server's kubelet client (with nodes/checkpoint), metrics-server, LB controller."""
+    kubelet_resources = [
+        "nodes/proxy",
+        "nodes/stats",
+        "nodes/log",
+        "nodes/spec",
+        "nodes/metrics",
+        "nodes/checkpoint",
+    ]
+    docs: list[dict[str, Any]] = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "podhop:kubelet-api-admin"},
+            "rules": [
+                {"apiGroups": [""], "resources": kubelet_resources, "verbs": ["*"]},
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "proxy"]},
+            ],
+        },
+        _binding("podhop:kubelet-api-admin", "podhop:kubelet-api-admin", "kube-apiserver-kubelet-client"),
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {
+                "name": "system:aggregated-metrics-reader",
+                "labels": {
+                    "rbac.authorization.k8s.io/aggregate-to-view": "true",
+                    "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+                    "rbac.authorization.k8s.io/aggregate-to-admin": "true",
+                },
+            },
+            "rules": [
+                {
+                    "apiGroups": ["metrics.k8s.io"],
+                    "resources": ["pods", "nodes"],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "system:metrics-server"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]},
+            ],
+        },
+        _binding("system:metrics-server", "system:metrics-server", "system:metrics-server"),
+        _binding("metrics-server:system:auth-delegator", "system:auth-delegator", "system:metrics-server"),
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "metrics-server-auth-reader", "namespace": "kube-system"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "extension-apiserver-authentication-reader",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:metrics-server"}
+            ],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+            "spec": {
+                "ports": [{"name": "https", "port": 443, "targetPort": METRICS_PORT, "protocol": "TCP"}]
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+            "subsets": [
+                {
+                    "addresses": [{"ip": lay.host_ip}],
+                    "ports": [{"name": "https", "port": METRICS_PORT, "protocol": "TCP"}],
+                }
+            ],
+        },
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": "v1beta1.metrics.k8s.io"},
+            "spec": {
+                "service": {"name": "metrics-server", "namespace": "kube-system", "port": 443},
+                "group": "metrics.k8s.io",
+                "version": "v1beta1",
+                "caBundle": base64.b64encode(ca_pem).decode(),
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "podhop:lb-controller"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["services/status"], "verbs": ["get", "patch", "update"]},
+            ],
+        },
+        _binding("podhop:lb-controller", "podhop:lb-controller", "podhop:lb-controller"),
+    ]
+    return docs
+
+
+def _binding(name: str, role: str, user: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
+
+
+def objects_yaml(docs: list[dict[str, Any]]) -> str:
+    return _yaml(docs)
