@@ -13,6 +13,8 @@ Traps these settings avoid (see ``/work/k8s-lab/NOTES.md`` for the story):
   root, shim socket directory, netns mount directory (``netns_mounts_under_state_dir``),
   and NRI is off. Kubelets likewise get their own root dir and ``podLogsDir``.
 - Kubelet >= 1.35 refuses cgroup v1 unless ``failCgroupV1: false``.
+- No ``CAP_SYS_RESOURCE`` here: runc fails ("can't get final child's PID from pipe: EOF") when told to
+  lower ``oom_score_adj`` (containerd gives sandboxes -998): ``restrict_oom_score_adj = true``.
 - kube-proxy would raise the host-wide ``nf_conntrack_max``: ``conntrack.maxPerCore: 0``.
 - No ``br_netfilter`` here, so same-node pod -> service -> pod replies would bypass
   conntrack on the bridge: kube-proxy masquerades all service traffic.
@@ -264,6 +266,8 @@ state = "{run / "containerd"}"
 [plugins."io.containerd.cri.v1.runtime"]
   enable_experimental_restore_via_create = true
   netns_mounts_under_state_dir = true
+  # No CAP_SYS_RESOURCE here: runc cannot lower oom_score_adj (sandboxes get -998), so clamp it.
+  restrict_oom_score_adj = true
 
 [plugins."io.containerd.cri.v1.runtime".cni]
   bin_dirs = ["{CNI_BIN_DIR}"]
