@@ -309,13 +309,28 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def _remove_cni_state(lay: KubeLayout) -> None:
-    net = config.cni_network_name(lay)
+def _cni_results(lay: KubeLayout) -> list[Path]:
+    """CNI's shared result cache entries of this cluster: its network's, and the loopback ones
+    containerd adds for every sandbox (named by sandbox id; they name the netns under our run dir)."""
     results = CNI_STATE / "results"
-    if results.is_dir():
-        for f in results.glob(f"{net}-*"):
-            f.unlink(missing_ok=True)
-    shutil.rmtree(CNI_STATE / "networks" / net, ignore_errors=True)
+    if not results.is_dir():
+        return []
+    net, marker = config.cni_network_name(lay), (str(lay.run_dir) + "/").encode()
+    found = []
+    for f in results.iterdir():
+        if f.name.startswith(f"{net}-"):
+            found.append(f)
+            continue
+        with contextlib.suppress(OSError):
+            if marker in f.read_bytes():
+                found.append(f)
+    return found
+
+
+def _remove_cni_state(lay: KubeLayout) -> None:
+    for f in _cni_results(lay):
+        f.unlink(missing_ok=True)
+    shutil.rmtree(CNI_STATE / "networks" / config.cni_network_name(lay), ignore_errors=True)
 
 
 def residue(name: str, idx: int) -> list[str]:
@@ -328,9 +343,9 @@ def residue(name: str, idx: int) -> list[str]:
     left += [f"mount {m}" for m in mounts_under(lay.dir) + mounts_under(lay.run_dir)]
     left += [f"process {pid}" for pid in procs.pids_mentioning(_markers(lay))]
     left += [f"file {p}" for p in (lay.dir, lay.run_dir) if p.exists()]
-    net = config.cni_network_name(lay)
-    if (CNI_STATE / "networks" / net).exists() or list((CNI_STATE / "results").glob(f"{net}-*")):
-        left.append(f"cni state {net}")
+    left += [f"cni cache {f}" for f in _cni_results(lay)]
+    if (CNI_STATE / "networks" / config.cni_network_name(lay)).exists():
+        left.append(f"cni state {CNI_STATE / 'networks' / config.cni_network_name(lay)}")
     return left
 
 
