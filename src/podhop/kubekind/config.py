@@ -557,3 +557,10 @@ def _binding(name: str, role: str, user: str) -> dict[str, Any]:
 
 def objects_yaml(docs: list[dict[str, Any]]) -> str:
     return _yaml(docs)
+
+
+def containerd_config_sample() -> str:
+    """A node's containerd config as create writes it (for the doctor: is restore on?)."""
+    from podhop.settings import Paths
+
+    return containerd_config(KubeLayout("doctor", 0, Paths(Path("/x"), Path("/y"))), 1, Path("/cni"))
