@@ -201,3 +201,19 @@ def push_base_images(lay: KubeLayout, report: Callable[[str], None]) -> None:
         write_layout(layout, "pause", pause_layer(components.binary("pause")), {"Entrypoint": ["/pause"]})
         report("registry: pushing pause")
         push(layout, "pause", dest)
+
+
+def publish_checkpoint(lay: KubeLayout, archive: Path, container: str, repository: str, tag: str) -> str:
+    """Turn a kubelet checkpoint archive into a checkpoint image in the cluster's registry; return its ref.
+
+    The restoring pod uses the ref as its container image. Its node must also have the checkpoint's
+    base image (containerd otherwise pulls it past the registry mirror): see ``NOTES``/tests.
+    """
+    import tempfile
+
+    ref = f"{lay.registry}/{repository}:{tag}"
+    with tempfile.TemporaryDirectory(prefix="podhop-ckpt-") as tmp:
+        oci = Path(tmp) / "oci"
+        checkpoint_layout(oci, archive, container, tag)
+        push(oci, tag, ref)
+    return ref
