@@ -123,3 +123,23 @@ def test_lb_controller_assigns_lowest_free_address() -> None:
 
     services = [svc("a", "LoadBalancer", "10.203.97.1"), svc("b", "ClusterIP"), svc("c", "LoadBalancer")]
     assert lbcontroller.pick_addresses(services, "10.203.97") == {("default", "c"): "10.203.97.2"}
+
+
+def test_cluster_rows_written_before_kinds_load_as_local(tmp_path: Path) -> None:
+    import sqlite3
+
+    from podhop.store import Store
+
+    store = Store(tmp_path / "state.db")
+    old = {
+        "name": "old",
+        "idx": 4,
+        "status": "ready",
+        "node_cpu_m": 1000,
+        "node_memory_b": 1,
+        "link_bandwidth_bps": None,
+        "created": "2026-01-01T00:00:00Z",
+    }
+    store.db.execute("INSERT INTO clusters VALUES (?, ?, ?, ?)", ("old", 4, "ready", json.dumps(old)))
+    assert store.cluster("old") is not None and store.cluster("old").kind == "local"  # type: ignore[union-attr]
+    assert isinstance(store.db, sqlite3.Connection)

@@ -201,6 +201,7 @@ def build(c: Component, report: Report) -> float:
     start = time.monotonic()
     report(f"{c.key}: building {', '.join(c.binaries)} (go build, nice 19)…")
     log = work / "build.log"
+    proc: subprocess.Popen[str] | None = None
     try:
         with log.open("w") as fh:
             proc = subprocess.Popen(
@@ -236,6 +237,9 @@ def build(c: Component, report: Report) -> float:
         report(f"{c.key}: built in {seconds:.0f} s")
         return seconds
     except BaseException:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
         # Keep the log of a failed build (the hint names it); the partial output goes.
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(src, ignore_errors=True)
