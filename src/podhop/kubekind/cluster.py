@@ -343,6 +343,9 @@ def residue(name: str, idx: int) -> list[str]:
     left += [f"mount {m}" for m in mounts_under(lay.dir) + mounts_under(lay.run_dir)]
     left += [f"process {pid}" for pid in procs.pids_mentioning(_markers(lay))]
     left += [f"file {p}" for p in (lay.dir, lay.run_dir) if p.exists()]
+    shims = lay.shim_socket_dir(1).parent
+    if shims.is_dir():
+        left += [f"file {p}" for p in shims.glob(f"{idx}-*")]
     left += [f"cni cache {f}" for f in _cni_results(lay)]
     if (CNI_STATE / "networks" / config.cni_network_name(lay)).exists():
         left.append(f"cni state {CNI_STATE / 'networks' / config.cni_network_name(lay)}")
