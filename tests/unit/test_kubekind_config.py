@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from podhop.kubekind import certs, config, lbcontroller
+from podhop.kubekind import certs, config, control_plane, lbcontroller, manifests
 from podhop.kubekind.layout import KubeLayout
 from podhop.settings import Paths
 
@@ -77,7 +77,7 @@ def test_cni_conflist_keeps_state_per_node() -> None:
 
 
 def test_apiserver_kubelet_client_may_checkpoint() -> None:
-    docs = config.bootstrap_objects(LAY, b"CA")
+    docs = manifests.bootstrap_objects(LAY, b"CA")
     role = next(
         d for d in docs if d["metadata"]["name"] == "podhop:kubelet-api-admin" and d["kind"] == "ClusterRole"
     )
@@ -88,7 +88,7 @@ def test_apiserver_kubelet_client_may_checkpoint() -> None:
         if d["kind"] == "ClusterRoleBinding" and d["metadata"]["name"] == "podhop:kubelet-api-admin"
     )
     assert binding["subjects"][0]["name"] == "kube-apiserver-kubelet-client"
-    argv = config.apiserver_argv(LAY, Path("/bin/kube-apiserver"))
+    argv = control_plane.apiserver_argv(LAY, Path("/bin/kube-apiserver"))
     assert "--authorization-mode=Node,RBAC" in argv
     assert any(
         a.startswith("--kubelet-client-certificate=") and "apiserver-kubelet-client" in a for a in argv

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from podhop import sh
 from podhop.errors import AlreadyExistsError, ClusterError, NotFoundError, PodhopError
-from podhop.kubekind import certs, components, config, kubectl, nodes, registry
+from podhop.kubekind import certs, components, config, control_plane, kubectl, manifests, nodes, registry
 from podhop.kubekind import processes as procs
 from podhop.kubekind.layout import MAX_NODES, KubeLayout
 from podhop.net import netns
@@ -183,7 +183,7 @@ def _start_control_plane(lay: KubeLayout, report: Report) -> None:
     pki = lay.pki
     report("etcd")
     pid = procs.start(
-        "etcd", config.etcd_argv(lay, b("etcd")), lay.logs / "etcd.log", lay.run_dir / "etcd.pid"
+        "etcd", control_plane.etcd_argv(lay, b("etcd")), lay.logs / "etcd.log", lay.run_dir / "etcd.pid"
     )
     procs.wait_until(
         "etcd",
@@ -203,7 +203,7 @@ def _start_control_plane(lay: KubeLayout, report: Report) -> None:
     log = lay.logs / "kube-apiserver.log"
     pid = procs.start(
         "kube-apiserver",
-        config.apiserver_argv(lay, b("kube-apiserver")),
+        control_plane.apiserver_argv(lay, b("kube-apiserver")),
         log,
         lay.run_dir / "kube-apiserver.pid",
     )
@@ -217,11 +217,13 @@ def _start_control_plane(lay: KubeLayout, report: Report) -> None:
         log=log,
     )
     report("RBAC (kubelet API incl. nodes/checkpoint), metrics API")
-    kubectl.apply(lay, config.objects_yaml(config.bootstrap_objects(lay, (pki / "ca.crt").read_bytes())))
+    kubectl.apply(
+        lay, manifests.objects_yaml(manifests.bootstrap_objects(lay, (pki / "ca.crt").read_bytes()))
+    )
     for name, argv in (
-        ("kube-controller-manager", config.controller_manager_argv(lay, b("kube-controller-manager"))),
-        ("kube-scheduler", config.scheduler_argv(lay, b("kube-scheduler"))),
-        ("metrics-server", config.metrics_server_argv(lay, b("metrics-server"))),
+        ("kube-controller-manager", control_plane.controller_manager_argv(lay, b("kube-controller-manager"))),
+        ("kube-scheduler", control_plane.scheduler_argv(lay, b("kube-scheduler"))),
+        ("metrics-server", control_plane.metrics_server_argv(lay, b("metrics-server"))),
     ):
         report(name)
         procs.start(name, argv, lay.logs / f"{name}.log", lay.run_dir / f"{name}.pid")

@@ -1,4 +1,4 @@
-"""Pure rendering of every config file and command line of a Kubernetes-kind cluster.
+"""Pure rendering of the nodes' files: containerd, kubelet, kube-proxy, CNI, registry hosts, kubeconfigs.
 
 Why: the flags and files are where this kind's knowledge lives (which path keeps
 nodes from sharing state, which setting enables restore, which role the API
@@ -24,7 +24,6 @@ Traps these settings avoid (see ``/work/k8s-lab/NOTES.md`` for the story):
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +32,7 @@ from typing import Any
 import yaml
 
 from podhop.kubekind.layout import (
-    API_PORT,
-    ETCD_CLIENT_PORT,
-    ETCD_PEER_PORT,
-    KCM_PORT,
     KUBELET_PORT,
-    METRICS_PORT,
-    REGISTRY_PORT,
-    SCHEDULER_PORT,
     KubeLayout,
 )
 
@@ -92,143 +84,6 @@ def kubeconfig(lay: KubeLayout, user: str, cert: Path, key: Path) -> str:
             "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
             "contexts": [{"name": lay.cluster, "context": {"cluster": lay.cluster, "user": user}}],
             "current-context": lay.cluster,
-        }
-    )
-
-
-# ----------------------------------------------------------------------------- control plane
-
-
-def etcd_argv(lay: KubeLayout, binary: Path) -> list[str]:
-    p, ip = lay.pki, lay.host_ip
-    return [
-        str(binary),
-        "--name=etcd",
-        f"--data-dir={lay.dir / 'etcd'}",
-        f"--listen-client-urls=https://{ip}:{ETCD_CLIENT_PORT}",
-        f"--advertise-client-urls=https://{ip}:{ETCD_CLIENT_PORT}",
-        f"--listen-peer-urls=https://{ip}:{ETCD_PEER_PORT}",
-        f"--initial-advertise-peer-urls=https://{ip}:{ETCD_PEER_PORT}",
-        f"--initial-cluster=etcd=https://{ip}:{ETCD_PEER_PORT}",
-        "--initial-cluster-state=new",
-        f"--cert-file={p / 'etcd.crt'}",
-        f"--key-file={p / 'etcd.key'}",
-        f"--trusted-ca-file={p / 'ca.crt'}",
-        "--client-cert-auth=true",
-        f"--peer-cert-file={p / 'etcd.crt'}",
-        f"--peer-key-file={p / 'etcd.key'}",
-        f"--peer-trusted-ca-file={p / 'ca.crt'}",
-        "--peer-client-cert-auth=true",
-        "--snapshot-count=10000",
-        "--log-level=warn",
-    ]
-
-
-def apiserver_argv(lay: KubeLayout, binary: Path) -> list[str]:
-    p, ip = lay.pki, lay.host_ip
-    return [
-        str(binary),
-        f"--advertise-address={ip}",
-        f"--bind-address={ip}",
-        f"--secure-port={API_PORT}",
-        f"--etcd-servers=https://{ip}:{ETCD_CLIENT_PORT}",
-        f"--etcd-cafile={p / 'ca.crt'}",
-        f"--etcd-certfile={p / 'apiserver-etcd-client.crt'}",
-        f"--etcd-keyfile={p / 'apiserver-etcd-client.key'}",
-        f"--client-ca-file={p / 'ca.crt'}",
-        f"--tls-cert-file={p / 'apiserver.crt'}",
-        f"--tls-private-key-file={p / 'apiserver.key'}",
-        f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
-        f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
-        f"--kubelet-certificate-authority={p / 'ca.crt'}",
-        "--kubelet-preferred-address-types=InternalIP",
-        f"--service-account-key-file={p / 'sa.pub'}",
-        f"--service-account-signing-key-file={p / 'sa.key'}",
-        "--service-account-issuer=https://kubernetes.default.svc",
-        f"--service-cluster-ip-range={lay.service_cidr}",
-        "--authorization-mode=Node,RBAC",
-        "--enable-admission-plugins=NodeRestriction",
-        "--allow-privileged=true",
-        f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
-        "--requestheader-allowed-names=front-proxy-client",
-        "--requestheader-username-headers=X-Remote-User",
-        "--requestheader-group-headers=X-Remote-Group",
-        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-        f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
-        f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
-        "--enable-aggregator-routing=true",
-        "--profiling=false",
-        "--v=1",
-    ]
-
-
-def controller_manager_argv(lay: KubeLayout, binary: Path) -> list[str]:
-    p, kc = lay.pki, str(lay.dir / "controller-manager.kubeconfig")
-    return [
-        str(binary),
-        f"--kubeconfig={kc}",
-        f"--authentication-kubeconfig={kc}",
-        f"--authorization-kubeconfig={kc}",
-        f"--bind-address={lay.host_ip}",
-        f"--secure-port={KCM_PORT}",
-        f"--cert-dir={lay.dir / 'controller-manager'}",
-        f"--service-account-private-key-file={p / 'sa.key'}",
-        f"--root-ca-file={p / 'ca.crt'}",
-        f"--cluster-signing-cert-file={p / 'ca.crt'}",
-        f"--cluster-signing-key-file={p / 'ca.key'}",
-        f"--service-cluster-ip-range={lay.service_cidr}",
-        f"--cluster-name={lay.cluster}",
-        "--use-service-account-credentials=true",
-        "--leader-elect=false",
-        "--profiling=false",
-        "--v=1",
-    ]
-
-
-def scheduler_argv(lay: KubeLayout, binary: Path) -> list[str]:
-    kc = str(lay.dir / "scheduler.kubeconfig")
-    return [
-        str(binary),
-        f"--kubeconfig={kc}",
-        f"--authentication-kubeconfig={kc}",
-        f"--authorization-kubeconfig={kc}",
-        f"--bind-address={lay.host_ip}",
-        f"--secure-port={SCHEDULER_PORT}",
-        f"--cert-dir={lay.dir / 'scheduler'}",
-        "--leader-elect=false",
-        "--profiling=false",
-        "--v=1",
-    ]
-
-
-def metrics_server_argv(lay: KubeLayout, binary: Path) -> list[str]:
-    p, kc = lay.pki, str(lay.dir / "metrics-server.kubeconfig")
-    return [
-        str(binary),
-        f"--kubeconfig={kc}",
-        f"--authentication-kubeconfig={kc}",
-        f"--authorization-kubeconfig={kc}",
-        f"--bind-address={lay.host_ip}",
-        f"--secure-port={METRICS_PORT}",
-        f"--tls-cert-file={p / 'metrics-server.crt'}",
-        f"--tls-private-key-file={p / 'metrics-server.key'}",
-        f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
-        f"--kubelet-certificate-authority={p / 'ca.crt'}",
-        "--kubelet-preferred-address-types=InternalIP",
-        "--kubelet-use-node-status-port",
-        "--metric-resolution=15s",
-        "--v=1",
-    ]
-
-
-def registry_config(lay: KubeLayout, storage: Path) -> str:
-    """docker-registry 2.8: the cluster's registry, on the bridge address, over shared storage."""
-    return _yaml(
-        {
-            "version": 0.1,
-            "log": {"level": "warn", "fields": {"service": "registry"}},
-            "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
-            "http": {"addr": f"{lay.host_ip}:{REGISTRY_PORT}"},
         }
     )
 
@@ -430,133 +285,6 @@ def kube_proxy_config(lay: KubeLayout, i: int) -> str:
 
 def kube_proxy_argv(lay: KubeLayout, i: int, binary: Path) -> list[str]:
     return [str(binary), f"--config={lay.node_dir(i) / 'kube-proxy.yaml'}", "--v=1"]
-
-
-# ----------------------------------------------------------------------------- objects
-
-
-def bootstrap_objects(lay: KubeLayout, ca_pem: bytes) -> list[dict[str, Any]]:
-    """RBAC for the API server's kubelet client (with nodes/checkpoint), metrics-server, LB controller."""
-    kubelet_resources = [
-        "nodes/proxy",
-        "nodes/stats",
-        "nodes/log",
-        "nodes/spec",
-        "nodes/metrics",
-        "nodes/checkpoint",
-    ]
-    docs: list[dict[str, Any]] = [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": "podhop:kubelet-api-admin"},
-            "rules": [
-                {"apiGroups": [""], "resources": kubelet_resources, "verbs": ["*"]},
-                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "proxy"]},
-            ],
-        },
-        _binding("podhop:kubelet-api-admin", "podhop:kubelet-api-admin", "kube-apiserver-kubelet-client"),
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {
-                "name": "system:aggregated-metrics-reader",
-                "labels": {
-                    "rbac.authorization.k8s.io/aggregate-to-view": "true",
-                    "rbac.authorization.k8s.io/aggregate-to-edit": "true",
-                    "rbac.authorization.k8s.io/aggregate-to-admin": "true",
-                },
-            },
-            "rules": [
-                {
-                    "apiGroups": ["metrics.k8s.io"],
-                    "resources": ["pods", "nodes"],
-                    "verbs": ["get", "list", "watch"],
-                }
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": "system:metrics-server"},
-            "rules": [
-                {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
-                {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]},
-            ],
-        },
-        _binding("system:metrics-server", "system:metrics-server", "system:metrics-server"),
-        _binding("metrics-server:system:auth-delegator", "system:auth-delegator", "system:metrics-server"),
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "metrics-server-auth-reader", "namespace": "kube-system"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "extension-apiserver-authentication-reader",
-            },
-            "subjects": [
-                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:metrics-server"}
-            ],
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "metrics-server", "namespace": "kube-system"},
-            "spec": {
-                "ports": [{"name": "https", "port": 443, "targetPort": METRICS_PORT, "protocol": "TCP"}]
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Endpoints",
-            "metadata": {"name": "metrics-server", "namespace": "kube-system"},
-            "subsets": [
-                {
-                    "addresses": [{"ip": lay.host_ip}],
-                    "ports": [{"name": "https", "port": METRICS_PORT, "protocol": "TCP"}],
-                }
-            ],
-        },
-        {
-            "apiVersion": "apiregistration.k8s.io/v1",
-            "kind": "APIService",
-            "metadata": {"name": "v1beta1.metrics.k8s.io"},
-            "spec": {
-                "service": {"name": "metrics-server", "namespace": "kube-system", "port": 443},
-                "group": "metrics.k8s.io",
-                "version": "v1beta1",
-                "caBundle": base64.b64encode(ca_pem).decode(),
-                "groupPriorityMinimum": 100,
-                "versionPriority": 100,
-            },
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": "podhop:lb-controller"},
-            "rules": [
-                {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": [""], "resources": ["services/status"], "verbs": ["get", "patch", "update"]},
-            ],
-        },
-        _binding("podhop:lb-controller", "podhop:lb-controller", "podhop:lb-controller"),
-    ]
-    return docs
-
-
-def _binding(name: str, role: str, user: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }
-
-
-def objects_yaml(docs: list[dict[str, Any]]) -> str:
-    return _yaml(docs)
 
 
 def containerd_config_sample() -> str:

@@ -168,12 +168,12 @@ def storage_dir() -> Path:
 
 def start_registry(lay: KubeLayout) -> None:
     """Run ``docker-registry`` for this cluster on its bridge address (shared storage)."""
-    from podhop.kubekind import config
+    from podhop.kubekind import control_plane
     from podhop.kubekind import processes as procs
 
     storage_dir().mkdir(parents=True, exist_ok=True)
     conf = lay.dir / "registry.yml"
-    conf.write_text(config.registry_config(lay, storage_dir()))
+    conf.write_text(control_plane.registry_config(lay, storage_dir()))
     binary = sh.which("docker-registry") or "/usr/bin/docker-registry"
     log = lay.logs / "registry.log"
     pid = procs.start("registry", [binary, "serve", str(conf)], log, lay.run_dir / "registry.pid")
