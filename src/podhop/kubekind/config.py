@@ -6,7 +6,7 @@ server's kubelet client needs), and they are worth unit-testing without root.
 Nothing here touches the machine: each function turns a layout and a few numbers
 into text or argv; ``cluster.py`` writes and runs them.
 
-Traps these settings avoid (see ``/work/k8s-lab/NOTES.md`` for the story):
+Traps these settings avoid (see ``docs/kubernetes-kind.md`` for the story):
 
 - Several containerds on one host share ``/run/containerd/runc``, ``/run/containerd/s``,
   ``/var/run/netns`` and NRI's socket unless told otherwise: each node gets its own runc
