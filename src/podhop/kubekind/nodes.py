@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 from podhop import sh
@@ -55,18 +56,21 @@ def create_host_network(lay: KubeLayout) -> None:
 
 
 def delete_host_network(lay: KubeLayout) -> None:
-    for r in leftover_routes(lay):
-        sh.ok(["ip", "route", "del", r.split(" ")[0]])
+    """Remove the bridge and the nodes' host ends (their routes go with them)."""
     for link in netns.host_links(f"pk{lay.idx}"):
         if lay.owns_link(link):
             netns.delete_link(None, link)
 
 
 def leftover_routes(lay: KubeLayout) -> list[str]:
-    """Host routes into this cluster's ranges not bound to its bridge (those go with the bridge)."""
-    out = sh.run(["ip", "-4", "route", "show"], check=False).stdout
-    prefix = f"10.{lay.octet}."
-    return [ln.strip() for ln in out.splitlines() if ln.startswith(prefix) and f"dev {lay.bridge}" not in ln]
+    """Host routes through this cluster's links (only ever its own: another kind's cluster may reuse the
+    address range once this one's index is free again, so the range alone proves nothing)."""
+    out = sh.run(["ip", "-4", "-o", "route", "show"], check=False).stdout
+    return [
+        ln.strip()
+        for ln in out.splitlines()
+        if any(lay.owns_link(dev) for dev in re.findall(r"\bdev (\S+)", ln))
+    ]
 
 
 def create_cgroup(rel: str, cpu_m: int, memory_b: int) -> None:
