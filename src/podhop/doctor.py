@@ -31,6 +31,7 @@ from podhop.setup import host
 CLUSTER = "cluster"
 MIGRATION = "migration"
 INFO = "info"
+KUBERNETES = "kubernetes"  # the Kubernetes kind (does not block the local kind)
 
 CAP_SYS_RESOURCE = 24
 TCP_REPAIR = 19  # linux/tcp.h; not exported by Python's socket module
@@ -375,11 +376,18 @@ def run_checks() -> list[Check]:
         ("CAP_SYS_RESOURCE", INFO, lambda: _check_capabilities()),
         ("sysctls", CLUSTER, _check_sysctls),
         ("images", CLUSTER, _check_images),
+        ("k8s", KUBERNETES, _check_kubernetes),
     ]
     checks: list[Check] = []
     for name, needed_for, probe in probes:
         checks += _guard(name, needed_for, probe)
     return checks
+
+
+def _check_kubernetes() -> list[Check]:
+    from podhop.kubekind.setup import checks
+
+    return [Check(name, ok, detail, fix, KUBERNETES) for name, ok, detail, fix in checks()]
 
 
 def cluster_possible(checks: Sequence[Check]) -> bool:

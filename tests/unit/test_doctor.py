@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from podhop import doctor
-from podhop.doctor import CLUSTER, INFO, MIGRATION, Check
+from podhop.doctor import CLUSTER, INFO, KUBERNETES, MIGRATION, Check
 from podhop.setup import host
 
 STATUS_NO_SYS_RESOURCE = """Name:\tcat
@@ -42,7 +42,7 @@ def _assert_well_formed(checks: list[Check]) -> None:
     for check in checks:
         assert isinstance(check, Check)
         assert check.name and check.detail
-        assert check.needed_for in (CLUSTER, MIGRATION, INFO)
+        assert check.needed_for in (CLUSTER, MIGRATION, INFO, KUBERNETES)
         if not check.ok:
             assert check.fix, f"failing check {check.name!r} has no fix"
 

@@ -1,4 +1,4 @@
-"""``podhop cluster create|delete|list``."""
+"""``podhop cluster create|delete|list|kubeconfig`` (``--kind local`` or ``--kind kubernetes``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from podhop.cli.common import console, handle_errors, print_table, progress, req
 from podhop.errors import ClusterError, NotFoundError
 from podhop.net.shaping import format_rate, parse_rate
 from podhop.objects.quantity import format_memory, parse_cpu, parse_memory
+from podhop.store import ClusterRecord, Store
 
 
 @click.group()
@@ -29,8 +30,17 @@ def cluster() -> None:
     "--node-memory", default="2Gi", show_default=True, help="Memory budget per node (e.g. 512Mi, 2Gi)."
 )
 @click.option("--link-bandwidth", default=None, help="Cap each node's link (e.g. 100mbit, 1gbit).")
+@click.option(
+    "--kind",
+    type=click.Choice(["local", "kubernetes"]),
+    default="local",
+    show_default=True,
+    help="local: podhop's own nodes; kubernetes: real kubelets, containerd and API server.",
+)
 @handle_errors
-def create(name: str, nodes: int, node_cpus: str, node_memory: str, link_bandwidth: str | None) -> None:
+def create(
+    name: str, nodes: int, node_cpus: str, node_memory: str, link_bandwidth: str | None, kind: str
+) -> None:
     """Create a cluster of NODES network-namespace nodes."""
     require_root()
     try:
@@ -39,9 +49,21 @@ def create(name: str, nodes: int, node_cpus: str, node_memory: str, link_bandwid
     except ValueError as exc:
         raise ClusterError(str(exc)) from exc
     start = time.monotonic()
+    link = f", links capped at {format_rate(bw)}" if bw else ""
+    if kind == "kubernetes":
+        from podhop.kubekind import cluster as kube
+
+        with progress(f"creating Kubernetes cluster {name}") as report:
+            k = kube.create_cluster(common.store(), name, nodes, cpu_m, mem_b, bw, report)
+        console.print(
+            f"Kubernetes cluster [bold]{name}[/] created: {nodes} nodes × {cpu_m}m CPU / "
+            f"{format_memory(mem_b)}{link} in {time.monotonic() - start:.1f} s\n"
+            f"kubectl --kubeconfig {k.kubeconfig} get nodes",
+            highlight=False,
+        )
+        return
     with progress(f"creating cluster {name}") as report:
         c = create_cluster(common.store(), name, nodes, cpu_m, mem_b, bw, report)
-    link = f", links capped at {format_rate(bw)}" if bw else ""
     console.print(
         f"cluster [bold]{c.name}[/] created: {nodes} nodes × {cpu_m}m CPU / "
         f"{format_memory(mem_b)}{link} in {time.monotonic() - start:.1f} s"
@@ -64,11 +86,17 @@ def delete(name: str | None, name_opt: str | None, all_: bool) -> None:
             raise NotFoundError("say which cluster to delete" if existing else "no cluster exists")
         names = existing
     for n in names:
-        if store.cluster(n) is None:
+        record = store.cluster(n)
+        if record is None:
             console.print(f"cluster {n} does not exist: nothing to delete")
             continue
         with progress(f"deleting cluster {n}") as report:
-            left = delete_cluster(store, n, report)
+            if record.kind == "kubernetes":
+                from podhop.kubekind import cluster as kube
+
+                left = kube.delete_cluster(store, n, report)
+            else:
+                left = delete_cluster(store, n, report)
         if left:
             raise ClusterError(f"cluster {n} deleted with residue: " + "; ".join(left[:10]))
         console.print(f"cluster [bold]{n}[/] deleted")
@@ -82,8 +110,9 @@ def list_() -> None:
     rows = [
         [
             c.name,
+            c.kind,
             c.status,
-            str(len(store.nodes(c.name))),
+            str(_node_count(store, c)),
             f"{c.node_cpu_m}m",
             format_memory(c.node_memory_b),
             format_rate(c.link_bandwidth_bps) if c.link_bandwidth_bps else "unlimited",
@@ -92,7 +121,26 @@ def list_() -> None:
         ]
         for c in store.clusters()
     ]
-    print_table(["NAME", "STATUS", "NODES", "NODE-CPU", "NODE-MEMORY", "LINK", "NETWORK", "CREATED"], rows)
+    headers = ["NAME", "KIND", "STATUS", "NODES", "NODE-CPU", "NODE-MEMORY", "LINK", "NETWORK", "CREATED"]
+    print_table(headers, rows)
+
+
+@cluster.command("kubeconfig")
+@click.argument("name")
+@handle_errors
+def kubeconfig(name: str) -> None:
+    """Print the path of a Kubernetes cluster's admin kubeconfig."""
+    from podhop.kubekind.cluster import kubeconfig_path
+
+    click.echo(str(kubeconfig_path(common.store(), name)))
+
+
+def _node_count(store: Store, c: ClusterRecord) -> int:
+    if c.kind == "kubernetes":
+        from podhop.kubekind.cluster import node_count
+
+        return node_count(c)
+    return len(store.nodes(c.name))
 
 
 COMMANDS = [cluster]

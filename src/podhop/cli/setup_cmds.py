@@ -12,15 +12,16 @@ from podhop.cli.common import console, handle_errors, print_table, progress, req
 
 @click.command("setup")
 @click.option("--no-images", is_flag=True, help="Skip building the base container images.")
+@click.option("--no-kubernetes", is_flag=True, help="Skip building the Kubernetes kind's components.")
 @handle_errors
-def setup_cmd(no_images: bool) -> None:
+def setup_cmd(no_images: bool, no_kubernetes: bool) -> None:
     """Install what the local backend needs and build the base images (idempotent)."""
     from podhop.setup.host import setup_all
 
     require_root()
     start = time.monotonic()
     with progress("setting up") as report:
-        setup_all(report, images=not no_images)
+        setup_all(report, images=not no_images, kubernetes=not no_kubernetes)
     console.print(f"setup complete in {time.monotonic() - start:.1f} s")
 
 
@@ -38,6 +39,8 @@ def doctor_cmd() -> None:
     print_table(["", "CHECK", "DETAIL", "FIX"], rows)
     can_cluster, can_migrate = cluster_possible(checks), migration_possible(checks)
     click.echo(f"\nclusters: {'yes' if can_cluster else 'no'}; migration: {'yes' if can_migrate else 'no'}")
+    kube = all(c.ok for c in checks if c.needed_for == "kubernetes")
+    click.echo(f"--kind kubernetes: {'yes' if kube else 'no (see the k8s lines)'}")
     if not (can_cluster and can_migrate):
         sys.exit(1)
 

@@ -97,11 +97,11 @@ def missing_packages(packages: tuple[str, ...] = APT_PACKAGES) -> list[str]:
     return [p for p in packages if p not in installed]
 
 
-def ensure_packages(report: Report) -> None:
-    """Install the missing :data:`APT_PACKAGES` (``apt-get update`` only when something is missing)."""
-    missing = missing_packages()
+def ensure_packages(report: Report, packages: tuple[str, ...] = APT_PACKAGES) -> None:
+    """Install the missing ``packages`` (``apt-get update`` only when something is missing)."""
+    missing = missing_packages(packages)
     if not missing:
-        report(f"packages: all {len(APT_PACKAGES)} present")
+        report(f"packages: all {len(packages)} present")
         return
     if os.geteuid() != 0:
         raise SetupError(f"installing {', '.join(missing)} needs root", hint="run `sudo podhop setup`")
@@ -114,7 +114,7 @@ def ensure_packages(report: Report) -> None:
         timeout=1800,
         hint="check the apt sources and the network",
     )
-    still = missing_packages()
+    still = missing_packages(packages)
     if still:
         raise SetupError(f"apt-get did not install {', '.join(still)}")
     report(f"packages: installed {', '.join(missing)}")
@@ -333,11 +333,13 @@ def criu_path() -> Path | None:
 # --------------------------------------------------------------------------- everything
 
 
-def setup_all(report: Report, *, images: bool = True) -> None:
-    """Packages, sysctls, CRIU and (when ``images``) the base images. Idempotent.
+def setup_all(report: Report, *, images: bool = True, kubernetes: bool = True) -> None:
+    """Packages, sysctls, CRIU, (when ``images``) the base images and (when ``kubernetes``)
+    the Kubernetes kind's components. Idempotent.
 
     The two debootstraps (CRIU's root, the image root) are independent and
-    run in parallel, so a first run takes about one debootstrap's time.
+    run in parallel, so a first run takes about one debootstrap's time; the
+    Go builds of the Kubernetes kind (CPU-bound, cached by version) run next to them.
     """
     from podhop.runtime import images as image_store
 
@@ -349,12 +351,14 @@ def setup_all(report: Report, *, images: bool = True) -> None:
 
     ensure_packages(say)
     ensure_sysctls(say)
-    if not images:
-        ensure_criu(say)
-        return
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="podhop-setup") as pool:
-        criu_job = pool.submit(ensure_criu, say)
-        images_job = pool.submit(image_store.ensure_base_images, say)
-        # The pool's exit waits for both, so neither is left running half-way when one fails.
-    criu_job.result()
-    images_job.result()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix="podhop-setup") as pool:
+        jobs: list[concurrent.futures.Future[object]] = [pool.submit(ensure_criu, say)]
+        if images:
+            jobs.append(pool.submit(image_store.ensure_base_images, say))
+        if kubernetes:
+            from podhop.kubekind.setup import ensure_kubernetes
+
+            jobs.append(pool.submit(ensure_kubernetes, say))
+        # The pool's exit waits for all, so none is left running half-way when one fails.
+    for job in jobs:
+        job.result()

@@ -82,8 +82,8 @@ class LocalCluster:
 
 
 def open_cluster(store: Store, name: str | None) -> LocalCluster:
-    """The cluster named ``name``, or the only one when ``name`` is None."""
-    clusters = store.clusters()
+    """The local cluster named ``name``, or the only one when ``name`` is None."""
+    clusters = [c for c in store.clusters() if c.kind == "local"]
     if name is None:
         name = os.environ.get("PODHOP_CLUSTER") or None
     if name is None:
@@ -94,6 +94,9 @@ def open_cluster(store: Store, name: str | None) -> LocalCluster:
         names = ", ".join(c.name for c in clusters)
         raise NotFoundError(f"several clusters exist ({names})", hint="choose one with --cluster NAME")
     record = store.cluster(name)
+    if record is not None and record.kind != "local":
+        hint = f"use kubectl --kubeconfig $(podhop cluster kubeconfig {name})"
+        raise NotFoundError(f"cluster {name!r} is a {record.kind} cluster", hint=hint)
     if record is None:
         names = ", ".join(c.name for c in clusters) or "none"
         raise NotFoundError(f"cluster {name!r} not found (clusters: {names})")

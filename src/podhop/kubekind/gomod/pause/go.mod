@@ -1,0 +1,3 @@
+module podhop.dev/kubekind/pause
+
+go 1.26.0
