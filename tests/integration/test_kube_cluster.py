@@ -50,7 +50,7 @@ if (why := _missing()) is not None:
 KUBECTL = str(components.binary("kubectl"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kcluster() -> Iterator[kube.KubeCluster]:
     store = Store()
     name = f"kt-{secrets.token_hex(3)}"
