@@ -3,42 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
-import sys
 import tarfile
 import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import PODHOP, WEB, podhop
 
 from podhop.backends.local.apply import apply
 from podhop.backends.local.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
-PODHOP = [sys.executable, "-m", "podhop"]
-
-WEB = """
-apiVersion: v1
-kind: Pod
-metadata: {name: web, labels: {app: web}}
-spec:
-  nodeSelector: {kubernetes.io/hostname: node-1}
-  containers: [{name: nginx, image: nginx, ports: [{containerPort: 80}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{port: 80}]
-"""
-
-
-def podhop(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PODHOP_CLUSTER": cluster.name}
-    return subprocess.run([*PODHOP, *args], capture_output=True, text=True, timeout=180, env=env)
 
 
 def test_archive_round_trip(cluster: LocalCluster, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
+from helpers import WEB_SERVICE
 
 from podhop.backends.local import pods as podops
 from podhop.backends.local.apply import apply
@@ -24,7 +25,8 @@ from podhop.store import Store
 pytestmark = pytest.mark.integration
 PODHOP = [sys.executable, "-m", "podhop"]
 
-NGINX = """
+NGINX = (
+    """
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -35,14 +37,9 @@ spec:
     metadata: {labels: {app: web}}
     spec:
       containers: [{name: nginx, image: nginx, ports: [{containerPort: 80}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{port: 80}]
-"""
+---"""
+    + WEB_SERVICE
+)
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import PODHOP, WEB, podhop
 
 from podhop.backends.local import pods as podops
 from podhop.backends.local.apply import apply
@@ -31,28 +32,6 @@ from podhop.net import netns
 from podhop.store import PodRecord
 
 pytestmark = pytest.mark.integration
-PODHOP = [sys.executable, "-m", "podhop"]
-
-WEB = """
-apiVersion: v1
-kind: Pod
-metadata: {name: web, labels: {app: web}}
-spec:
-  nodeSelector: {kubernetes.io/hostname: node-1}
-  containers: [{name: nginx, image: nginx, ports: [{containerPort: 80}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{port: 80}]
-"""
-
-
-def podhop(cluster: LocalCluster, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PODHOP_CLUSTER": cluster.name}
-    return subprocess.run([*PODHOP, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def the_pod(cluster: LocalCluster) -> PodRecord:

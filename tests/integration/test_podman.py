@@ -13,13 +13,14 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import WEB_POD as WEB
+from helpers import podhop
 
 from podhop.backends.local import pods as podops
 from podhop.backends.local.apply import apply
@@ -27,18 +28,8 @@ from podhop.backends.local.cluster import LocalCluster
 from podhop.settings import paths
 
 pytestmark = pytest.mark.integration
-PODHOP = [sys.executable, "-m", "podhop"]
 #: This machine's hard limits are lower than Podman's defaults ask for.
 ULIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=1024:1024"]
-
-WEB = """
-apiVersion: v1
-kind: Pod
-metadata: {name: web, labels: {app: web}}
-spec:
-  nodeSelector: {kubernetes.io/hostname: node-1}
-  containers: [{name: nginx, image: nginx, ports: [{containerPort: 80}]}]
-"""
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -48,11 +39,6 @@ def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
     if check and out.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)}: {out.stderr.strip()}")
     return out
-
-
-def podhop(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PODHOP_CLUSTER": cluster.name}
-    return subprocess.run([*PODHOP, *args], capture_output=True, text=True, timeout=180, env=env)
 
 
 def get(url: str, attempts: int = 50) -> str:

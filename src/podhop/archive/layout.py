@@ -30,7 +30,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from podhop.errors import PodhopError
-from podhop.objects.schema import dns1123_label
+from podhop.objects.schema import dns1123_label, dns1123_subdomain
 
 CONFIG_DUMP = "config.dump"
 SPEC_DUMP = "spec.dump"
@@ -51,7 +51,6 @@ WRITTEN = (CONFIG_DUMP, SPEC_DUMP, ROOTFS_DIFF, DELETED_FILES, STATS_DUMP, DUMP_
 #: CRIU image names: letters, digits, '-', '_', '.', ending in .img (plus a few fixed names).
 IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}")
 M = TypeVar("M", bound="BaseModel")
-DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class ArchiveError(PodhopError):
@@ -59,13 +58,8 @@ class ArchiveError(PodhopError):
 
 
 def pod_name(value: str) -> str:
-    """Kubernetes' rule for pod names: a DNS-1123 subdomain of at most 253 characters."""
-    if len(value) > 253 or not DNS1123_SUBDOMAIN.fullmatch(value):
-        raise ValueError(
-            f"invalid pod name {value!r}: must be a DNS-1123 subdomain "
-            "(lowercase letters, digits, '-' and '.', starting and ending alphanumeric)"
-        )
-    return value
+    """Kubernetes' rule for pod names: a DNS-1123 subdomain."""
+    return dns1123_subdomain(value)
 
 
 def _no_nul(value: str) -> str:

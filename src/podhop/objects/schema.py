@@ -41,6 +41,16 @@ def dns1123_label(value: str) -> str:
     return value
 
 
+def dns1123_subdomain(value: str) -> str:
+    """Kubernetes' rule for most object names (pods among them): at most 253 characters."""
+    if len(value) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(value):
+        raise ValueError(
+            f"invalid name {value!r}: must be a DNS-1123 subdomain "
+            "(lowercase letters, digits, '-' and '.', starting and ending alphanumeric)"
+        )
+    return value
+
+
 def _label_key(key: str) -> None:
     prefix, _, name = key.rpartition("/")
     if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
