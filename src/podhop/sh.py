@@ -9,6 +9,7 @@ that in one helper keeps the wrappers in ``net`` and ``runtime`` short.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 from collections.abc import Sequence
 
@@ -63,3 +64,9 @@ def which(tool: str) -> str | None:
         if found:
             return found
     return None
+
+
+def default_sigint() -> None:
+    """A ``preexec_fn``: the child takes SIGINT as a request to stop even when podhop itself runs with
+    SIGINT ignored (a background job inherits that): hey's graceful stop relies on it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from podhop.backends.local.cluster import residue
+from podhop.sh import default_sigint
 from podhop.store import Store
 
 pytestmark = pytest.mark.integration
@@ -145,7 +146,11 @@ def test_ctrl_c_stops_cleanly_and_removes_the_cluster(hey_present: None, tmp_pat
     spec = write_spec(tmp_path, name, requests=200000, concurrency=20, max_phase_s=120)
     out = tmp_path / "results"
     proc = subprocess.Popen(
-        [*CLI, "run", str(spec), "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*CLI, "run", str(spec), "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,  # Ctrl-C means stop, even if this test runs with SIGINT ignored
     )
     try:
         idx = cluster_index(name)

@@ -38,6 +38,7 @@ from podhop.migrate.plan import MigrationError
 from podhop.migrate.probe import Probe, request_for, summarize
 from podhop.net import netns
 from podhop.runtime import cgroups, criu
+from podhop.sh import default_sigint
 from podhop.store import PodRecord
 
 pytestmark = pytest.mark.integration
@@ -508,6 +509,7 @@ def test_clone_under_load_fails_no_request(cluster: LocalCluster) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=default_sigint,  # stoppable by SIGINT even if this test runs with it ignored
     )
     try:
         # Baseline: the same probe, same load, no migration — what "a gap" is on this machine anyway.
@@ -983,6 +985,7 @@ def test_interrupt_during_dump_keeps_source(make_cluster: Callable[..., LocalClu
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, like a terminal's foreground job
+        preexec_fn=default_sigint,  # and Ctrl-C means stop, as in a terminal
     )
     try:
         # The page server is started (in "prepare") and listening: stall it before the dump connects.

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from podhop import sh
 from podhop.errors import PreflightError, RuntimeFailure
 
 
@@ -137,7 +138,9 @@ def start_hey(
     # files, not pipes: nothing can block reading them; finish_hey closes them
     out = (tempfile.TemporaryFile(), tempfile.TemporaryFile())  # noqa: SIM115
     run = LoadRun(url, requests, concurrency, started=time.time())
-    proc = subprocess.Popen(argv, stdout=out[0], stderr=out[1], start_new_session=True)
+    proc = subprocess.Popen(
+        argv, stdout=out[0], stderr=out[1], start_new_session=True, preexec_fn=sh.default_sigint
+    )
     return proc, run, out
 
 
