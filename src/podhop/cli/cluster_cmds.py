@@ -1,4 +1,8 @@
-"""``podhop cluster create|delete|list``."""
+"""``podhop cluster create|delete|list``.
+
+Why lazy imports: ``cluster list`` only reads the store; the cluster machinery
+(namespaces, runc, cgroups) is imported by the commands that use it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import time
 
 import click
 
-from podhop.backends.local.cluster import create_cluster, delete_cluster
 from podhop.cli import common
 from podhop.cli.common import console, handle_errors, print_table, progress, require_root
 from podhop.errors import ClusterError, NotFoundError
@@ -32,6 +35,8 @@ def cluster() -> None:
 @handle_errors
 def create(name: str, nodes: int, node_cpus: str, node_memory: str, link_bandwidth: str | None) -> None:
     """Create a cluster of NODES network-namespace nodes."""
+    from podhop.backends.local.cluster import create_cluster
+
     require_root()
     try:
         cpu_m, mem_b = parse_cpu(node_cpus), parse_memory(node_memory)
@@ -55,6 +60,8 @@ def create(name: str, nodes: int, node_cpus: str, node_memory: str, link_bandwid
 @handle_errors
 def delete(name: str | None, name_opt: str | None, all_: bool) -> None:
     """Delete a cluster and everything it made (idempotent)."""
+    from podhop.backends.local.cluster import delete_cluster
+
     require_root()
     store = common.store()
     names = [c.name for c in store.clusters()] if all_ else [name or name_opt or ""]
