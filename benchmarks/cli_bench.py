@@ -137,7 +137,11 @@ def main() -> int:
         print(f"{name:<32} median {1000 * median:7.1f} ms  (min {1000 * min(times[name]):.1f})")
     doc = {
         "benchmark": "cli",
-        "machine": {"kernel": platform.release(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "kernel": platform.release(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "tool": tool,
