@@ -1,4 +1,8 @@
-"""``podhop cluster create|delete|list|kubeconfig`` (``--kind local`` or ``--kind kubernetes``)."""
+"""``podhop cluster create|delete|list|kubeconfig`` (``--kind local`` or ``--kind kubernetes``).
+
+Why lazy imports: ``cluster list`` only reads the store; the cluster machinery
+(namespaces, runc, cgroups, the Kubernetes kind) is imported by the commands that use it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import time
 
 import click
 
-from podhop.backends.local.cluster import create_cluster, delete_cluster
 from podhop.cli import common
 from podhop.cli.common import console, handle_errors, print_table, progress, require_root
 from podhop.errors import ClusterError, NotFoundError
@@ -42,6 +45,8 @@ def create(
     name: str, nodes: int, node_cpus: str, node_memory: str, link_bandwidth: str | None, kind: str
 ) -> None:
     """Create a cluster of NODES network-namespace nodes."""
+    from podhop.backends.local.cluster import create_cluster
+
     require_root()
     try:
         cpu_m, mem_b = parse_cpu(node_cpus), parse_memory(node_memory)
@@ -77,6 +82,8 @@ def create(
 @handle_errors
 def delete(name: str | None, name_opt: str | None, all_: bool) -> None:
     """Delete a cluster and everything it made (idempotent)."""
+    from podhop.backends.local.cluster import delete_cluster
+
     require_root()
     store = common.store()
     names = [c.name for c in store.clusters()] if all_ else [name or name_opt or ""]

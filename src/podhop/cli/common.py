@@ -4,6 +4,10 @@ Why: commands should read as "parse options, call the library, print". Turning
 a :class:`~podhop.errors.PodhopError` into one red line plus a hint and exit
 status 1, finding the cluster from ``--cluster``/``PODHOP_CLUSTER``, and
 showing progress for long steps live here once.
+
+Start-up: every command module imports this one, so it imports only click,
+rich's console and podhop's errors; the store and the cluster backend are
+imported when a command asks for them (see ``tests/unit/test_cli_imports.py``).
 """
 
 from __future__ import annotations
@@ -13,14 +17,16 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
 
-from podhop.backends.local.cluster import LocalCluster, open_cluster
 from podhop.errors import PodhopError, PreflightError
-from podhop.store import Store
+
+if TYPE_CHECKING:
+    from podhop.backends.local.cluster import LocalCluster
+    from podhop.store import Store
 
 console = Console()
 err_console = Console(stderr=True)
@@ -101,10 +107,14 @@ def lock_waiting(message: str, waited: float) -> None:
 
 def store() -> Store:
     """The state store, reporting waits for a cluster's lock on stderr."""
+    from podhop.store import Store
+
     return Store(on_lock_wait=lock_waiting)
 
 
 def get_cluster(name: str | None) -> LocalCluster:
+    from podhop.backends.local.cluster import open_cluster
+
     return open_cluster(store(), name)
 
 

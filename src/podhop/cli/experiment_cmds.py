@@ -6,6 +6,9 @@ get the seed's table filled and a report — and equally usable from scripts
 progress display goes to stderr; the exit status says how the run ended:
 0 done, 1 a step failed (results so far are kept and the step is named),
 130 interrupted (the run's cluster is removed either way, unless kept).
+The runner (and through it the cluster, pydantic specs, numpy) and the report
+(matplotlib) are imported inside the commands, to keep every other command's
+start-up short.
 """
 
 from __future__ import annotations
@@ -13,21 +16,25 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from podhop.cli.common import console, err_console, handle_errors, require_root
 from podhop.errors import NotFoundError
-from podhop.experiment.runner import Outcome, Runner, RunOptions
-from podhop.experiment.spec import load_spec
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from podhop.experiment.runner import Outcome, RunOptions
 
 
 class RichEvents:
     """Each step as a line with a spinner and elapsed time, ticked off when done (stderr)."""
 
     def __init__(self) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
         self.live = err_console.is_terminal
         self.progress = Progress(
             SpinnerColumn(finished_text=" "),
@@ -139,6 +146,9 @@ def _finish(outcome: Outcome, as_json: bool) -> None:
 
 
 def _run(spec_file: Path, options: RunOptions, as_json: bool) -> None:
+    from podhop.experiment.runner import Runner
+    from podhop.experiment.spec import load_spec
+
     require_root()
     spec, text = load_spec(spec_file)
     with RichEvents() as events:
@@ -181,6 +191,8 @@ def run_cmd(
     as_json: bool,
 ) -> None:
     """Run the experiment described by SPEC (YAML) and write its results folder and report."""
+    from podhop.experiment.runner import RunOptions
+
     _run(spec_file, RunOptions(output, cluster_name, keep_cluster, repetitions), as_json)
 
 
@@ -190,6 +202,8 @@ def run_cmd(
 @handle_errors
 def validate_cmd(spec_file: Path, as_json: bool) -> None:
     """Check SPEC without running anything; print it with defaults filled in."""
+    from podhop.experiment.spec import load_spec
+
     spec, _ = load_spec(spec_file)
     if as_json:
         click.echo(json.dumps(spec.model_dump(mode="json"), indent=2))
@@ -257,6 +271,8 @@ def demo_cmd(output: Path | None, name: str, keep: bool, as_json: bool) -> None:
     spec = seed_spec()
     if not spec.is_file():
         raise NotFoundError(f"{spec} not found", hint="run podhop demo from the source tree")
+    from podhop.experiment.runner import RunOptions
+
     _run(spec, RunOptions(output, name, keep, None), as_json)
 
 

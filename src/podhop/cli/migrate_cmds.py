@@ -1,4 +1,9 @@
-"""``podhop migrate``: move a running pod to another node with CRIU."""
+"""``podhop migrate``: move a running pod to another node with CRIU.
+
+Also ``checkpoint``, ``inspect``, ``restore`` and ``rebalance``. The engine is
+imported inside each command; ``inspect`` reads the archive with
+:mod:`podhop.archive.reader` alone, so it starts without the migration path.
+"""
 
 from __future__ import annotations
 
@@ -124,9 +129,9 @@ def checkpoint_cmd(
 @handle_errors
 def inspect_cmd(archive: Path, output: str) -> None:
     """Show what a checkpoint archive holds: processes, image, memory, CRIU statistics."""
-    from podhop.migrate.archive import inspect
+    from podhop.archive import reader  # not podhop.migrate.archive: inspecting needs no engine
 
-    info = inspect(archive)
+    info = reader.summary(reader.read(archive))
     if output == "json":
         click.echo(json.dumps(info, indent=2))
         return

@@ -1,4 +1,9 @@
-"""``apply``, ``delete``, ``get``, ``top``, ``logs``, ``exec``: kubectl's verbs for the local cluster."""
+"""``apply``, ``delete``, ``get``, ``top``, ``logs``, ``exec``: kubectl's verbs for the local cluster.
+
+Why lazy imports: ``get`` and ``top`` read the store and cgroups, and must
+start as fast as kubectl; apply's manifest parsing (pydantic) and YAML are
+imported only by the commands that parse or print them.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import yaml
 
-from podhop.backends.local import apply as applyops
-from podhop.backends.local import metrics, render
 from podhop.cli.common import (
     cluster_option,
     console,
@@ -23,7 +26,9 @@ from podhop.cli.common import (
 )
 from podhop.errors import ManifestError, NotFoundError
 from podhop.objects.quantity import format_cpu, format_memory
-from podhop.store import PodRecord
+
+if TYPE_CHECKING:
+    from podhop.store import PodRecord
 
 RESOURCES = {
     "nodes": "nodes",
@@ -53,6 +58,8 @@ def _read(filename: str) -> tuple[str, str]:
 @handle_errors
 def apply_cmd(filename: str, cluster_name: str | None) -> None:
     """Create or update the objects of a manifest file: all of them, or none."""
+    from podhop.backends.local import apply as applyops
+
     require_root()
     source, text = _read(filename)
     cluster = get_cluster(cluster_name)
@@ -68,6 +75,8 @@ def apply_cmd(filename: str, cluster_name: str | None) -> None:
 @handle_errors
 def delete_cmd(filename: str, cluster_name: str | None) -> None:
     """Delete the objects named in a manifest file."""
+    from podhop.backends.local import apply as applyops
+
     require_root()
     source, text = _read(filename)
     cluster = get_cluster(cluster_name)
@@ -85,6 +94,8 @@ def delete_cmd(filename: str, cluster_name: str | None) -> None:
 @handle_errors
 def get_cmd(resource: str, name: str | None, output: str | None, cluster_name: str | None) -> None:
     """Show nodes, pods or services, as kubectl get does."""
+    from podhop.backends.local import render
+
     cluster = get_cluster(cluster_name)
     kind = RESOURCES[resource]
     pods = cluster.store.pods(cluster.name)
@@ -104,6 +115,8 @@ def get_cmd(resource: str, name: str | None, output: str | None, cluster_name: s
         if output == "json":
             click.echo(json.dumps(doc, indent=2))
         else:
+            import yaml
+
             click.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
         return
     wide = output == "wide"
@@ -183,6 +196,8 @@ def get_cmd(resource: str, name: str | None, output: str | None, cluster_name: s
 @handle_errors
 def top_cmd(resource: str, sort_by: str | None, window: float, cluster_name: str | None) -> None:
     """CPU (millicores over the window) and memory working set, from cgroup accounting."""
+    from podhop.backends.local import metrics
+
     cluster = get_cluster(cluster_name)
     sample = metrics.sample(cluster, window)
     if resource.startswith("node"):

@@ -3,6 +3,8 @@
 Why: both are pure computations (no cluster, no root), so the commands only
 parse options, call :mod:`podhop.sim` or :mod:`podhop.policies.calibration`,
 show progress for long runs, and print a table and where the files went.
+The simulator, the solver (highspy), numpy and matplotlib are imported inside
+the commands, so that loading this module costs the other commands nothing.
 """
 
 from __future__ import annotations
@@ -13,14 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from podhop.cli.common import console, err_console, handle_errors, print_table
-from podhop.policies.calibration import fit, load_samples
-from podhop.policies.costmodel import MigrationCostModel
-from podhop.sim.engine import simulate
-from podhop.sim.output import write_results
-from podhop.sim.spec import load_spec
 
 
 @contextmanager
@@ -38,6 +34,8 @@ def _progress(total: int) -> Iterator[Callable[[int, int], None]]:
 
         yield line
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     columns = (
         TextColumn("simulating"),
         BarColumn(),
@@ -78,6 +76,10 @@ def simulate_cmd(
     no_plots: bool,
 ) -> None:
     """Simulate an edge cluster and compare placement/migration policies side by side."""
+    from podhop.sim.engine import simulate
+    from podhop.sim.output import write_results
+    from podhop.sim.spec import load_spec
+
     chosen = [p.strip() for p in policies.split(",") if p.strip()] if policies else None
     sim = load_spec(spec).with_overrides(
         nodes=nodes, services=services, users=users, steps=steps, policies=chosen, seed=seed
@@ -140,6 +142,9 @@ def simulate_cmd(
 @handle_errors
 def calibrate_cmd(results: tuple[Path, ...], output: Path, base: Path | None) -> None:
     """Fit the migration cost model to measured migrations (benchmark JSON, experiment results)."""
+    from podhop.policies.calibration import fit, load_samples
+    from podhop.policies.costmodel import MigrationCostModel
+
     samples = load_samples(results)
     fitted = fit(samples, MigrationCostModel.load(base) if base else None)
     fitted.model.save(output)

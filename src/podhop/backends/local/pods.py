@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from podhop import sh
-from podhop.archive.layout import external_mounts
 from podhop.backends.local.cluster import LocalCluster
 from podhop.backends.local.layout import pod_ips
 from podhop.errors import PodhopError, RuntimeFailure, SchedulingError
@@ -180,6 +179,8 @@ def external_binds(
     """The container's mounts beyond the pod's /etc files that its checkpoints expect
     (``ctr.external``), from sources of the pod's own: empty marker files in the pod's directory,
     ``/dev/shm`` from ``shm`` in its bundle; and whether it needs the cgroup file system."""
+    from podhop.archive.layout import external_mounts  # pydantic: kept out of `podhop get`'s start-up
+
     plan = external_mounts(ctr.external)
     pdir = pod_dir(cluster, pod.node, pod.name, pod.sandbox)
     binds = []
