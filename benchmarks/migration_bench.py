@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from podhop.backends.local.apply import apply  # noqa: E402
+from podhop.backends.local.backend import LocalBackend  # noqa: E402
 from podhop.backends.local.cluster import create_cluster, delete_cluster  # noqa: E402
 from podhop.migrate.engine import Options, migrate  # noqa: E402
 from podhop.store import Store  # noqa: E402
@@ -136,12 +137,12 @@ def main() -> int:
                         apply(cluster, "peer.yaml", PEER)
                     t0 = time.monotonic()
                     report = migrate(
-                        cluster,
+                        LocalBackend(cluster),
                         kind,
                         target,
                         strategy,
                         options=Options(timeout_s=600, measure_resources=False),
-                    )
+                    ).to_dict()
                     where = target
                     if strategy == "clone":
                         subprocess.run(

@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
-from helpers import WEB_SERVICE
+from helpers import WEB_SERVICE, backend, migrate
 
 from podhop.backends.local import pods as podops
 from podhop.backends.local.apply import apply
@@ -109,7 +109,7 @@ def test_concurrent_clones_behind_one_service_keep_the_endpoints_right(
     reserved: set[str] = set()
     prepared = [
         prepare(
-            cluster,
+            backend(cluster),
             p.name,
             "node-3",
             "clone",
@@ -161,11 +161,9 @@ def test_rebalance_rechecks_each_step_before_it_runs(cluster: LocalCluster) -> N
     moved_by_hand = next(n.name for n in cluster.nodes() if n.name != pod.node)
     target = next(n.name for n in cluster.nodes() if n.name not in (pod.node, moved_by_hand))
     plan = Plan("test", (), (PlannedMove(pod.name, pod.node, target, "cold", 0.0, 0.0),))
-    from podhop.migrate.engine import migrate
-
     migrate(cluster, pod.name, moved_by_hand, "cold", options=Options(measure_resources=False))
     result = Result("test", plan, 0.0)
-    execute_plan(cluster, result)
+    execute_plan(backend(cluster), result)
     assert result.migrations == [] and result.failed == []
     assert result.stale and f"on {moved_by_hand} now" in result.stale[0]["reason"]
     assert cluster.store.pods(cluster.name)[0].node == moved_by_hand
@@ -182,4 +180,4 @@ def test_rebalance_refuses_a_nonpositive_window(cluster: LocalCluster) -> None:
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr and "--window" in out.stderr
     with pytest.raises(Exception, match="--window"):
-        rebalance(cluster, "hottest", window_s=0)
+        rebalance(backend(cluster), "hottest", window_s=0)

@@ -21,12 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import PODHOP, WEB, podhop
+from helpers import PODHOP, WEB, migrate, podhop
 
 from podhop.backends.local import pods as podops
 from podhop.backends.local.apply import apply
 from podhop.backends.local.cluster import LocalCluster, monitor_pids
-from podhop.migrate.engine import Migration, Options, migrate
+from podhop.migrate.engine import Migration, Options
 from podhop.migrate.plan import MigrationError
 from podhop.net import netns
 from podhop.store import PodRecord
@@ -355,7 +355,7 @@ def test_transfer_ends_refuse_strangers(make_cluster: Callable[..., LocalCluster
     def probe_receivers(phase: str, m: Migration) -> None:
         if phase != "freeze":
             return
-        mv = m.moves[0]
+        mv = m.driver.moves[0]
         seen["transfer from host"] = connect_from(None, dst.ip, mv.transfer_port, b"x" * 64)
         seen["transfer from another node"] = connect_from(third.netns, dst.ip, mv.transfer_port, b"x" * 64)
         seen["transfer, wrong secret"] = connect_from(src.netns, dst.ip, mv.transfer_port, b"\0" * 32)
@@ -388,7 +388,7 @@ def test_page_server_refuses_a_client_without_the_migration_key(
     def intrude(phase: str, m: Migration) -> None:
         if phase == "freeze":
             hello = b"\x16\x03\x01\x00\x05hello"  # not a TLS client hello with a certificate
-            seen["intruder"] = connect_from(src.netns, dst.ip, m.moves[0].page_server_port, hello)
+            seen["intruder"] = connect_from(src.netns, dst.ip, m.driver.moves[0].page_server_port, hello)
 
     with pytest.raises(MigrationError) as err:
         migrate(cluster, "web", "node-2", "cold", options=Options(measure_resources=False, on_phase=intrude))

@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import migrate
 
 from podhop.backends.local import pods as podops
 from podhop.backends.local.apply import apply
 from podhop.backends.local.cluster import LocalCluster, monitor_pids, mounts_under
 from podhop.errors import PodhopError
-from podhop.migrate.engine import Migration, Options, migrate
+from podhop.migrate.engine import Migration, Options
 from podhop.migrate.plan import MigrationError
 from podhop.migrate.probe import Probe, request_for, summarize
 from podhop.net import netns
@@ -252,9 +253,9 @@ def assert_source_intact(
         pt for pt in mounts_under(target_dir) if pt != str(target_dir) and not pt.startswith(tuple(ours))
     ] == []
     if m is not None:
-        assert not netns.exists(m.new.netns)
-        assert cgroups.leftovers(cgroups.relpath(cluster.name, target, m.new.sandbox)) == []
-        for mv in m.moves:
+        assert not netns.exists(m.driver.new.netns)
+        assert cgroups.leftovers(cgroups.relpath(cluster.name, target, m.driver.new.sandbox)) == []
+        for mv in m.driver.moves:
             assert cluster.runc.state(mv.target.runtime_id) is None
     # Nobody (an orphaned CRIU) still holds the source's processes under ptrace.
     for pid in cgroups.procs(cgroups.relpath(cluster.name, before.node, before.sandbox)):
@@ -554,8 +555,8 @@ def corrupter(pattern: str) -> Callable[[Migration], None]:
     """Overwrite the transferred CRIU images matching ``pattern`` on the target with garbage."""
 
     def corrupt(m: Migration) -> None:
-        hit = [img for mv in m.moves for img in mv.dst.images.glob(pattern)]
-        assert hit, f"no {pattern} in {[sorted(os.listdir(mv.dst.images)) for mv in m.moves]}"
+        hit = [img for mv in m.driver.moves for img in mv.dst.images.glob(pattern)]
+        assert hit, f"no {pattern} in {[sorted(os.listdir(mv.dst.images)) for mv in m.driver.moves]}"
         for img in hit:
             img.write_bytes(b"\xde\xad\xbe\xef" * 64)
 
@@ -682,10 +683,11 @@ def cut_link_mid_stream(cluster: LocalCluster, node: str, after_bytes: int) -> C
         def watch() -> None:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                got = sum(p.stat().st_size for mv in m.moves for p in mv.dst.images.glob("pages-*.img"))
+                pages = [p for mv in m.driver.moves for p in mv.dst.images.glob("pages-*.img")]
+                got = sum(p.stat().st_size for p in pages)
                 if got >= after_bytes:
                     # Stop the receiver first, so the rest cannot slip through before the cut.
-                    pids = page_server_pids(m.cluster, m.plan.target)
+                    pids = page_server_pids(m.driver.cluster, m.plan.target)
                     for pid in pids:
                         os.kill(pid, signal.SIGSTOP)
                     sh("ip", "link", "set", veth, "down")
@@ -898,10 +900,10 @@ def listening(pid: int) -> bool:
 
 def stall_page_server(m: Migration) -> None:
     """Stop the target's page server before the dump connects: the dump cannot make progress."""
-    for mv in m.moves:
+    for mv in m.driver.moves:
         assert mv.page_server is not None
         os.kill(mv.page_server.proc.pid, signal.SIGSTOP)
-        for pid in page_server_pids(m.cluster, m.plan.target):
+        for pid in page_server_pids(m.driver.cluster, m.plan.target):
             os.kill(pid, signal.SIGSTOP)
 
 

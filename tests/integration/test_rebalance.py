@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import backend
 
 from podhop.backends.local.apply import apply, delete
 from podhop.backends.local.cluster import LocalCluster
@@ -75,7 +76,7 @@ def test_dry_run_proposes_moving_pods_off_the_hot_node(cluster: LocalCluster) ->
 
 def test_rebalance_migrates_and_imbalance_drops(cluster: LocalCluster) -> None:
     overload_node_1(cluster)
-    result = rebalance(cluster, "low-utilization", max_concurrent=2, window_s=1.5)
+    result = rebalance(backend(cluster), "low-utilization", max_concurrent=2, window_s=1.5)
     assert not result.failed, result.failed
     assert len(result.migrations) == len(result.plan.migrations) >= 1
     nodes = {p.node for p in cluster.store.pods(cluster.name)}

@@ -17,6 +17,8 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -25,6 +27,7 @@ from rich.console import Console
 from podhop.errors import PodhopError, PreflightError
 
 if TYPE_CHECKING:
+    from podhop.backends.base import Backend
     from podhop.backends.local.cluster import LocalCluster
     from podhop.store import Store
 
@@ -89,14 +92,66 @@ def require_root() -> None:
         )
 
 
+@dataclass(frozen=True)
+class Target:
+    """The cluster a command acts on: ``--cluster NAME`` (either kind) or ``--kubeconfig PATH``."""
+
+    cluster: str | None = None
+    kubeconfig: Path | None = None
+    context: str | None = None
+
+    def backend(self, *, mutating: bool = False) -> Backend:
+        """Open it; ``mutating`` commands on the local kind need root (namespaces, mounts, runc)."""
+        from podhop.backends.select import open_backend
+
+        backend = open_backend(store(), self.cluster, kubeconfig=self.kubeconfig, context=self.context)
+        if mutating and backend.kind == "local":
+            require_root()
+        return backend
+
+
 def cluster_option(func: F) -> F:
-    return click.option(
+    """``--cluster``, ``--kubeconfig`` and ``--context``, handed to the command as ``target``."""
+
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any, cluster_name: str | None, kubeconfig: Path | None, context: str | None, **kw: Any
+    ) -> Any:
+        if kubeconfig is not None and cluster_name is not None:
+            raise click.UsageError("give --cluster or --kubeconfig, not both")
+        if context is not None and kubeconfig is None:
+            raise click.UsageError("--context needs --kubeconfig")
+        return func(*args, target=Target(cluster_name, kubeconfig, context), **kw)
+
+    wrapper = click.option(
+        "--context", default=None, help="The kubeconfig's context to use (default: its current one)."
+    )(wrapper)
+    wrapper = click.option(
+        "--kubeconfig",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="Act on the Kubernetes cluster of this kubeconfig (any cluster, EKS included).",
+    )(wrapper)
+    wrapper = click.option(
         "--cluster",
         "cluster_name",
         envvar="PODHOP_CLUSTER",
         default=None,
-        help="Cluster to act on (default: $PODHOP_CLUSTER, or the only one).",
-    )(func)
+        help="podhop cluster to act on, of either kind (default: $PODHOP_CLUSTER, or the only one).",
+    )(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+def namespace_options(func: F) -> F:
+    """``-n/--namespace`` and ``-A/--all-namespaces``, handed on as ``namespace`` (None: all)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, namespace: str, all_namespaces: bool, **kw: Any) -> Any:
+        return func(*args, namespace=None if all_namespaces else namespace, **kw)
+
+    wrapper = click.option("-A", "--all-namespaces", is_flag=True, help="Across every namespace.")(wrapper)
+    wrapper = click.option("-n", "--namespace", default="default", show_default=True)(wrapper)
+    return wrapper  # type: ignore[return-value]
 
 
 def lock_waiting(message: str, waited: float) -> None:
@@ -113,6 +168,7 @@ def store() -> Store:
 
 
 def get_cluster(name: str | None) -> LocalCluster:
+    """A local-kind cluster (for what only the local kind has: its records, runc)."""
     from podhop.backends.local.cluster import open_cluster
 
     return open_cluster(store(), name)

@@ -10,39 +10,44 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-from podhop.cli.common import cluster_option, console, get_cluster, handle_errors, print_table, require_root
+from podhop.cli.common import Target, cluster_option, console, handle_errors, print_table
 from podhop.migrate.plan import Strategy
 
+if TYPE_CHECKING:
+    from podhop.migrate.report import MigrationReport
 
-def print_report(report: dict[str, Any]) -> None:
+
+def print_report(report: MigrationReport) -> None:
     """A migration report as a short human-readable summary."""
+    renamed = f" (now pod {report.new_pod})" if report.new_pod else ""
     click.echo(
-        f"pod {report['pod']} migrated {report['source_node']} -> {report['target_node']} "
-        f"({report['strategy']}), {report['old_ip']} -> {report['new_ip']}"
+        f"pod {report.pod} migrated {report.source_node} -> {report.target_node} "
+        f"({report.strategy}), {report.old_ip} -> {report.new_ip}{renamed}"
     )
-    print_table(["PHASE", "MS"], [[k, f"{v:.1f}"] for k, v in report["phases"].items()])
-    down = report["downtime_ms"]
-    probe = report.get("probe") or {}
+    print_table(["PHASE", "MS"], [[k, f"{v:.1f}"] for k, v in report.phases.items()])
+    down = report.downtime_ms
+    failed = "n/a" if report.probe is None else str(report.probe.failed)
     click.echo(
-        f"total {report['total_ms']:.0f} ms; downtime (probe) "
-        f"{'n/a' if down is None else f'{down:.0f} ms'}; failed probes {probe.get('failed', 'n/a')}"
+        f"total {report.total_ms:.0f} ms; downtime (probe) "
+        f"{'n/a' if down is None else f'{down:.0f} ms'}; failed probes {failed}"
     )
-    click.echo(f"transferred {_mib(report['bytes_transferred'])}; CRIU images {_mib(report['image_bytes'])}")
-    freed = report.get("resources_freed")
+    click.echo(f"transferred {_mib(report.bytes_transferred)}; CRIU images {_mib(report.image_bytes)}")
+    freed = report.resources_freed
     if freed:
         click.echo(
-            f"freed on {freed['node']}: {freed['cpu_m_freed']}m CPU, "
-            f"{freed['memory_b_freed'] / 2**20:.1f} MiB memory"
+            f"freed on {freed.node}: {freed.cpu_m_freed}m CPU, {freed.memory_b_freed / 2**20:.1f} MiB memory"
         )
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.command("migrate")
 @click.argument("pod")
-@click.option("--to", "target", required=True, help="Target node.")
+@click.option("--to", "node", required=True, help="Target node.")
 @click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="cold", show_default=True)
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
@@ -58,27 +63,26 @@ def print_report(report: dict[str, Any]) -> None:
 @handle_errors
 def migrate_cmd(
     pod: str,
-    target: str,
+    node: str,
     strategy: str,
     namespace: str,
     output: str,
     timeout: float,
     no_probe: bool,
-    cluster_name: str | None,
+    target: Target,
 ) -> None:
     """Live-migrate POD to another node; on any failure the source keeps serving."""
     from podhop.migrate.engine import Options, migrate
 
-    require_root()
-    cluster = get_cluster(cluster_name)
+    backend = target.backend(mutating=True)
     opts = Options(timeout_s=timeout, probe=not no_probe)
     if output == "json":
-        report = migrate(cluster, pod, target, strategy, namespace, opts)
-        click.echo(json.dumps(report, indent=2))
+        report = migrate(backend, pod, node, strategy, namespace, opts)
+        click.echo(json.dumps(report.to_dict(), indent=2))
         return
-    with console.status(f"migrating {pod} to {target} ({strategy})") as status:
-        opts.on_phase = lambda phase, _m: status.update(f"migrating {pod} to {target} ({strategy}): {phase}")
-        report = migrate(cluster, pod, target, strategy, namespace, opts)
+    with console.status(f"migrating {pod} to {node} ({strategy})") as status:
+        opts.on_phase = lambda phase, _m: status.update(f"migrating {pod} to {node} ({strategy}): {phase}")
+        report = migrate(backend, pod, node, strategy, namespace, opts)
     print_report(report)
 
 
@@ -102,21 +106,12 @@ def checkpoint_cmd(
     leave_running: bool,
     container: str | None,
     namespace: str,
-    cluster_name: str | None,
+    target: Target,
 ) -> None:
     """Checkpoint a pod's container into an archive (Podman/CRI-O layout, mode 0600)."""
-    from podhop.migrate.archive import checkpoint
-
-    require_root()
+    backend = target.backend(mutating=True)
     with console.status(f"checkpointing {pod}"):
-        path = checkpoint(
-            get_cluster(cluster_name),
-            pod,
-            output,
-            namespace=namespace,
-            leave_running=leave_running,
-            container=container,
-        )
+        path = backend.checkpoint(namespace, pod, container, output, leave_running)
     click.echo(
         f"checkpoint of {pod} written to {path} ({path.stat().st_size / 2**20:.1f} MiB)"
         + ("" if leave_running else "; the pod was stopped")
@@ -175,13 +170,11 @@ def _mib(n: int) -> str:
 @click.option("--name", default=None, help="Pod name (default: the checkpointed pod's).")
 @cluster_option
 @handle_errors
-def restore_cmd(archive: Path, node: str, name: str | None, cluster_name: str | None) -> None:
+def restore_cmd(archive: Path, node: str, name: str | None, target: Target) -> None:
     """Start a checkpoint archive's container as a pod on NODE."""
-    from podhop.migrate.archive import restore
-
-    require_root()
+    backend = target.backend(mutating=True)
     with console.status(f"restoring {archive.name} on {node}"):
-        pod = restore(get_cluster(cluster_name), archive, node, name)
+        pod = backend.restore(archive, node, name)
     click.echo(f"pod/{pod.name} restored on {pod.node} with IP {pod.ip}")
 
 
@@ -214,16 +207,15 @@ def rebalance_cmd(
     strategy: str,
     window: float,
     output: str,
-    cluster_name: str | None,
+    target: Target,
 ) -> None:
     """Plan migrations from live usage with a policy, and (unless --dry-run) carry them out."""
     from podhop.migrate.rebalance import rebalance
 
-    require_root()
-    cluster = get_cluster(cluster_name)
+    backend = target.backend(mutating=not dry_run)
     with console.status(f"rebalancing with {policy}") as status:
         result = rebalance(
-            cluster,
+            backend,
             policy,
             dry_run=dry_run,
             max_concurrent=max_concurrent,

@@ -1,4 +1,4 @@
-"""``apply``, ``delete``, ``get``, ``top``, ``logs``, ``exec``: kubectl's verbs for the local cluster.
+"""``apply``, ``delete``, ``get``, ``top``, ``logs``, ``exec``: kubectl's verbs, on either kind of cluster.
 
 Why lazy imports: ``get`` and ``top`` read the store and cgroups, and must
 start as fast as kubectl; apply's manifest parsing (pydantic) and YAML are
@@ -8,27 +8,16 @@ imported only by the commands that parse or print them.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
-from podhop.cli.common import (
-    cluster_option,
-    console,
-    get_cluster,
-    handle_errors,
-    print_table,
-    progress,
-    require_root,
-)
+from podhop.cli import tables
+from podhop.cli.common import Target, cluster_option, handle_errors, namespace_options, print_table, progress
 from podhop.errors import ManifestError, NotFoundError
 from podhop.objects.quantity import format_cpu, format_memory
-
-if TYPE_CHECKING:
-    from podhop.store import PodRecord
 
 RESOURCES = {
     "nodes": "nodes",
@@ -56,15 +45,13 @@ def _read(filename: str) -> tuple[str, str]:
 @click.option("-f", "--filename", required=True, help="Kubernetes YAML file ('-' for stdin).")
 @cluster_option
 @handle_errors
-def apply_cmd(filename: str, cluster_name: str | None) -> None:
-    """Create or update the objects of a manifest file: all of them, or none."""
-    from podhop.backends.local import apply as applyops
-
-    require_root()
+def apply_cmd(filename: str, target: Target) -> None:
+    """Create or update the objects of a manifest file: all of them, or none (server-side apply on
+    Kubernetes)."""
     source, text = _read(filename)
-    cluster = get_cluster(cluster_name)
+    backend = target.backend(mutating=True)
     with progress(f"applying {source}") as report:
-        messages = applyops.apply(cluster, source, text, report)
+        messages = backend.apply(source, text, report)
     for m in messages:
         click.echo(m)
 
@@ -73,45 +60,40 @@ def apply_cmd(filename: str, cluster_name: str | None) -> None:
 @click.option("-f", "--filename", required=True, help="Kubernetes YAML file ('-' for stdin).")
 @cluster_option
 @handle_errors
-def delete_cmd(filename: str, cluster_name: str | None) -> None:
+def delete_cmd(filename: str, target: Target) -> None:
     """Delete the objects named in a manifest file."""
-    from podhop.backends.local import apply as applyops
-
-    require_root()
     source, text = _read(filename)
-    cluster = get_cluster(cluster_name)
+    backend = target.backend(mutating=True)
     with progress(f"deleting {source}") as report:
-        messages = applyops.delete(cluster, source, text, report)
+        messages = backend.delete(source, text, report)
     for m in messages:
         click.echo(m)
+
+
+def _as_list(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}
 
 
 @click.command("get")
 @click.argument("resource", type=click.Choice(sorted(RESOURCES)))
 @click.argument("name", required=False)
 @click.option("-o", "--output", type=click.Choice(["wide", "json", "yaml"]), default=None)
+@namespace_options
 @cluster_option
 @handle_errors
-def get_cmd(resource: str, name: str | None, output: str | None, cluster_name: str | None) -> None:
+def get_cmd(
+    resource: str, name: str | None, output: str | None, namespace: str | None, target: Target
+) -> None:
     """Show nodes, pods or services, as kubectl get does."""
-    from podhop.backends.local import render
-
-    cluster = get_cluster(cluster_name)
+    backend = target.backend()
     kind = RESOURCES[resource]
-    pods = cluster.store.pods(cluster.name)
-    node_ip = {n.name: n.ip for n in cluster.nodes()}
-    if kind == "nodes":
-        items = [render.node(n, sum(1 for p in pods if p.node == n.name)) for n in cluster.nodes()]
-    elif kind == "pods":
-        items = [render.pod(p, node_ip.get(p.node)) for p in pods]
-    else:
-        items = [render.service(s) for s in cluster.store.services(cluster.name)]
-    if name is not None:
-        items = [i for i in items if i["metadata"]["name"] == name]
-        if not items:
-            raise NotFoundError(f'{kind} "{name}" not found')
     if output in ("json", "yaml"):
-        doc = items[0] if name is not None else render.as_list(items)
+        items = backend.objects(kind, namespace)
+        if name is not None:
+            items = [i for i in items if i["metadata"]["name"] == name]
+            if not items:
+                raise NotFoundError(f'{kind} "{name}" not found')
+        doc = items[0] if name is not None else _as_list(items)
         if output == "json":
             click.echo(json.dumps(doc, indent=2))
         else:
@@ -121,66 +103,18 @@ def get_cmd(resource: str, name: str | None, output: str | None, cluster_name: s
         return
     wide = output == "wide"
     if kind == "nodes":
-        headers = ["NAME", "STATUS", "ROLES", "AGE", "VERSION"] + (
-            ["INTERNAL-IP", "POD-CIDR", "CPU", "MEMORY"] if wide else []
-        )
-        rows = [
-            [
-                i["metadata"]["name"],
-                "Ready",
-                "<none>",
-                render.age(i["metadata"]["creationTimestamp"]),
-                "podhop",
-            ]
-            + (
-                [
-                    i["status"]["addresses"][0]["address"],
-                    i["spec"]["podCIDR"],
-                    i["status"]["capacity"]["cpu"],
-                    i["status"]["capacity"]["memory"],
-                ]
-                if wide
-                else []
-            )
-            for i in items
-        ]
+        headers, rows = tables.nodes(backend.nodes(), wide)
     elif kind == "pods":
-        headers = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] + (["IP", "NODE"] if wide else [])
-        rows = []
-        for i in items:
-            cs = i["status"]["containerStatuses"]
-            ready = f"{sum(1 for c in cs if c['ready'])}/{len(cs)}"
-            rows.append(
-                [
-                    i["metadata"]["name"],
-                    ready,
-                    i["status"]["phase"],
-                    "0",
-                    render.age(i["metadata"]["creationTimestamp"]),
-                ]
-                + ([i["status"]["podIP"], i["spec"]["nodeName"]] if wide else [])
-            )
+        headers, rows = tables.pods(backend.pods(namespace), wide, namespace is None)
     else:
-        services = {s.name: s for s in cluster.store.services(cluster.name)}
-        headers = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"] + (
-            ["SELECTOR"] if wide else []
-        )
-        rows = []
-        for i in items:
-            s = services[i["metadata"]["name"]]
-            rows.append(
-                [
-                    s.name,
-                    s.type,
-                    s.cluster_ip,
-                    render.external_address(s),
-                    render.port_summary(s),
-                    render.age(s.created),
-                ]
-                + ([",".join(f"{k}={v}" for k, v in s.selector.items())] if wide else [])
-            )
+        headers, rows = tables.services(backend.services(namespace), wide, namespace is None)
+    if name is not None:
+        rows = [r for r in rows if r[1 if namespace is None and kind != "nodes" else 0] == name]
+        if not rows:
+            raise NotFoundError(f'{kind} "{name}" not found')
     if not rows:
-        click.echo(f"No resources found in cluster {cluster.name}.", err=True)
+        where = "" if kind == "nodes" or namespace is None else f" in namespace {namespace}"
+        click.echo(f"No resources found{where} in cluster {backend.name}.", err=True)
         return
     print_table(headers, rows)
 
@@ -189,17 +123,18 @@ def get_cmd(resource: str, name: str | None, output: str | None, cluster_name: s
 @click.argument("resource", type=click.Choice(["nodes", "node", "pods", "pod"]))
 @click.option("--sort-by", type=click.Choice(["cpu", "memory"]), default=None)
 @click.option(
-    "--window", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
-    help="Sampling window in seconds.",
+    "--window",
+    type=click.FloatRange(0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Sampling window in seconds (the local kind; Kubernetes reports metrics-server's own).",
 )
+@namespace_options
 @cluster_option
 @handle_errors
-def top_cmd(resource: str, sort_by: str | None, window: float, cluster_name: str | None) -> None:
-    """CPU (millicores over the window) and memory working set, from cgroup accounting."""
-    from podhop.backends.local import metrics
-
-    cluster = get_cluster(cluster_name)
-    sample = metrics.sample(cluster, window)
+def top_cmd(resource: str, sort_by: str | None, window: float, namespace: str | None, target: Target) -> None:
+    """CPU (millicores) and memory working set of nodes or pods, as kubectl top shows them."""
+    sample = target.backend().top(window)
     if resource.startswith("node"):
         nodes = sample.nodes
         if sort_by:
@@ -217,22 +152,24 @@ def top_cmd(resource: str, sort_by: str | None, window: float, cluster_name: str
                 for n in nodes
             ],
         )
-    else:
-        pods = sample.pods
-        if sort_by:
-            pods = sorted(pods, key=lambda p: p.cpu_m if sort_by == "cpu" else p.memory_b, reverse=True)
-        print_table(
-            ["NAME", "CPU(cores)", "MEMORY(bytes)", "NODE"],
-            [[p.name, format_cpu(p.cpu_m), format_memory(p.memory_b), p.node] for p in pods],
-        )
-
-
-def _find_pod(cluster_name: str | None, name: str) -> tuple[PodRecord, object]:
-    cluster = get_cluster(cluster_name)
-    for p in cluster.store.pods(cluster.name):
-        if p.name == name:
-            return p, cluster
-    raise NotFoundError(f'pod "{name}" not found in cluster {cluster.name}')
+        return
+    pods = [p for p in sample.pods if namespace in (None, p.namespace)]
+    if sort_by:
+        pods = sorted(pods, key=lambda p: p.cpu_m if sort_by == "cpu" else p.memory_b, reverse=True)
+    head = ["NAMESPACE"] if namespace is None else []
+    print_table(
+        [*head, "NAME", "CPU(cores)", "MEMORY(bytes)", "NODE"],
+        [
+            [
+                *([p.namespace] if namespace is None else []),
+                p.name,
+                format_cpu(p.cpu_m),
+                format_memory(p.memory_b),
+                p.node,
+            ]
+            for p in pods
+        ],
+    )
 
 
 @click.command("logs")
@@ -240,37 +177,33 @@ def _find_pod(cluster_name: str | None, name: str) -> tuple[PodRecord, object]:
 @click.option("-c", "--container", default=None)
 @click.option("--timestamps", is_flag=True, help="Prefix each line with its time.")
 @click.option("--tail", type=click.IntRange(-1), default=-1, help="Lines of recent log to show (-1: all).")
+@click.option("-n", "--namespace", default="default", show_default=True)
 @cluster_option
 @handle_errors
-def logs_cmd(pod: str, container: str | None, timestamps: bool, tail: int, cluster_name: str | None) -> None:
-    """Print a container's log (stdout and stderr, as the monitor kept it)."""
-    from podhop.backends.local.pods import logs
-
-    record, _ = _find_pod(cluster_name, pod)
-    entries = logs(record, container)
+def logs_cmd(
+    pod: str, container: str | None, timestamps: bool, tail: int, namespace: str, target: Target
+) -> None:
+    """Print a container's log (stdout and stderr)."""
+    entries = target.backend().logs(namespace, pod, container)
     if tail >= 0:
         entries = entries[-tail:] if tail else []
-    for ts, _stream, line in entries:
-        click.echo(f"{ts} {line}" if timestamps else line)
+    for e in entries:
+        click.echo(f"{e.time} {e.text}" if timestamps else e.text)
 
 
 @click.command("exec", context_settings={"ignore_unknown_options": True})
 @click.argument("pod")
 @click.option("-c", "--container", default=None)
+@click.option("-n", "--namespace", default="default", show_default=True)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @cluster_option
 @handle_errors
-def exec_cmd(pod: str, container: str | None, command: tuple[str, ...], cluster_name: str | None) -> None:
+def exec_cmd(
+    pod: str, container: str | None, namespace: str, command: tuple[str, ...], target: Target
+) -> None:
     """Run a command in a pod's container: podhop exec POD -- CMD [ARGS...]."""
-    require_root()
-    record, cluster = _find_pod(cluster_name, pod)
-    ctrs = [c for c in record.containers if container in (None, c.name)]
-    if not ctrs:
-        raise NotFoundError(f"pod {pod} has no container {container!r}")
-    runc = cluster.runc  # type: ignore[attr-defined]
-    argv = runc.argv("exec", ctrs[0].runtime_id, *command)
-    sys.exit(subprocess.call(argv))
+    backend = target.backend(mutating=True)
+    sys.exit(backend.exec_interactive(namespace, pod, container, list(command)))
 
 
 COMMANDS = [apply_cmd, delete_cmd, get_cmd, top_cmd, logs_cmd, exec_cmd]
-_ = console

@@ -12,18 +12,17 @@ the cluster: a service VIP, or a LoadBalancer's ``127.0.0.1`` port.
 from __future__ import annotations
 
 import secrets
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from podhop.backends.local import apply as applyops
-from podhop.backends.local.cluster import LocalCluster, create_cluster, delete_cluster, open_cluster
+from podhop.backends.base import Backend, Pod, Service
+from podhop.backends.local.cluster import create_cluster, delete_cluster
+from podhop.backends.select import open_backend
 from podhop.errors import NotFoundError, PodhopError, RuntimeFailure
 from podhop.experiment.spec import ExperimentSpec, PodCommand
 from podhop.objects.manifests import load_manifests
-from podhop.policies.scoring import fits
-from podhop.store import PodRecord, ServiceRecord, Store
+from podhop.store import Store
 
 Report = Callable[[str], None]
 
@@ -41,121 +40,105 @@ class Environment:
     """What a run made or borrowed, so teardown undoes exactly that."""
 
     store: Store
-    cluster: LocalCluster | None = None
+    backend: Backend | None = None
     created_cluster: bool = False
     applied: list[tuple[str, str]] = field(default_factory=list)  # (source, text) we created
 
-    def open(self, spec: ExperimentSpec, name: str | None, report: Report) -> LocalCluster:
+    def open(self, spec: ExperimentSpec, name: str | None, report: Report) -> Backend:
         """Reuse cluster ``name`` if it exists, else create it (``exp-…`` when unnamed) from the spec."""
         name = name or spec.cluster.name
         if name is not None and self.store.cluster(name) is not None:
-            self.cluster = open_cluster(self.store, name)
-            if len(self.cluster.nodes()) < 2:
+            self.backend = open_backend(self.store, name)
+            if len(self.backend.nodes()) < 2:
                 raise ExperimentError("cluster", f"cluster {name!r} has one node; a migration needs two")
-            return self.cluster
+            return self.backend
         name = name or f"exp-{secrets.token_hex(3)}"
         c = spec.cluster
-        self.cluster = create_cluster(self.store, name, c.nodes, c.cpu_m, c.memory_b, c.bandwidth_bps, report)
+        create_cluster(self.store, name, c.nodes, c.cpu_m, c.memory_b, c.bandwidth_bps, report)
         self.created_cluster = True
-        return self.cluster
+        self.backend = open_backend(self.store, name)
+        return self.backend
 
     def deploy(self, manifests: list[Path], report: Report) -> list[str]:
         """Apply each manifest; remember those whose objects did not exist before (ours to delete)."""
-        assert self.cluster is not None
+        assert self.backend is not None
         messages: list[str] = []
         for path in manifests:
             text = path.read_text()
-            existed = _existing(self.cluster, str(path), text)
-            messages += applyops.apply(self.cluster, str(path), text, report)
+            existed = _existing(self.backend, str(path), text)
+            messages += self.backend.apply(str(path), text, report)
             if not existed:
                 self.applied.append((str(path), text))
         return messages
 
     def teardown(self, keep: bool, report: Report) -> list[str]:
         """Delete the cluster we created (or the objects we applied to a reused one); return residue."""
-        if self.cluster is None or keep:
+        if self.backend is None or keep:
             return []
         if self.created_cluster:
-            return [f"left behind: {r}" for r in delete_cluster(self.store, self.cluster.name, report)]
+            return [f"left behind: {r}" for r in delete_cluster(self.store, self.backend.name, report)]
         problems = []
         for source, text in reversed(self.applied):
             try:
-                applyops.delete(self.cluster, source, text, report)
+                self.backend.delete(source, text, report)
             except PodhopError as exc:
                 problems.append(f"deleting {source}: {exc}")
         return problems
 
 
-def _existing(cluster: LocalCluster, source: str, text: str) -> bool:
+def _existing(backend: Backend, source: str, text: str) -> bool:
     """Whether any object the manifest names already exists in the cluster."""
     names = {(m.namespace, m.name) for m in load_manifests(source, text=text)}
-    have = {(d.namespace, d.name) for d in cluster.store.deployments(cluster.name)}
-    have |= {(s.namespace, s.name) for s in cluster.store.services(cluster.name)}
-    have |= {(p.namespace, p.name) for p in cluster.store.pods(cluster.name)}
+    have = {(s.namespace, s.name) for s in backend.services(None)}
+    for p in backend.pods(None):
+        have.add((p.namespace, p.name))
+        if p.owner_name:
+            have.add((p.namespace, p.owner_name))
     return bool(names & have)
 
 
-def find_service(cluster: LocalCluster, namespace: str, name: str) -> ServiceRecord:
-    for s in cluster.store.services(cluster.name):
-        if (s.namespace, s.name) == (namespace, name):
+def find_service(backend: Backend, namespace: str, name: str) -> Service:
+    services = backend.services(namespace)
+    for s in services:
+        if s.name == name:
             if not s.ports:
                 raise NotFoundError(f"service {name!r} has no ports")
             return s
-    known = ", ".join(s.name for s in cluster.store.services(cluster.name)) or "none"
+    known = ", ".join(s.name for s in services) or "none"
     raise NotFoundError(f"service {name!r} not found in namespace {namespace!r} (services: {known})")
 
 
-def load_url(svc: ServiceRecord, via: str, path: str) -> str:
-    """Where hey sends its load: the service VIP, or its LoadBalancer port on 127.0.0.1."""
-    port = svc.ports[0]
+def load_url(svc: Service, via: str, path: str) -> str:
+    """Where hey sends its load: the service VIP, or its LoadBalancer address."""
     if via == "load-balancer":
-        if svc.type != "LoadBalancer" or not port.get("nodePort"):
+        if svc.type != "LoadBalancer" or not svc.external:
             raise NotFoundError(
-                f"load.via is load-balancer but service {svc.name!r} is of type {svc.type}",
+                f"load.via is load-balancer but service {svc.name!r} is of type {svc.type}"
+                + ("" if svc.type != "LoadBalancer" else " and has no external address yet"),
                 hint="use via: cluster-ip, or make the service type: LoadBalancer",
             )
-        return f"http://127.0.0.1:{port['nodePort']}{path}"
-    return f"http://{svc.cluster_ip}:{port['port']}{path}"
+        return f"http://{svc.external}{path}"
+    return f"http://{svc.cluster_ip}:{svc.ports[0].port}{path}"
 
 
-def running_pods(
-    cluster: LocalCluster, namespace: str, selector: dict[str, str] | None = None
-) -> list[PodRecord]:
+def running_pods(backend: Backend, namespace: str, selector: dict[str, str] | None = None) -> list[Pod]:
     return [
         p
-        for p in cluster.store.pods(cluster.name)
-        if p.namespace == namespace
-        and p.phase == "Running"
-        and all(p.labels.get(k) == v for k, v in (selector or {}).items())
+        for p in backend.pods(namespace)
+        if p.phase == "Running" and all(p.labels.get(k) == v for k, v in (selector or {}).items())
     ]
 
 
-def pod_named(cluster: LocalCluster, namespace: str, name: str) -> PodRecord:
-    for p in cluster.store.pods(cluster.name):
-        if (p.namespace, p.name) == (namespace, name):
+def pod_named(backend: Backend, namespace: str, name: str) -> Pod:
+    for p in backend.pods(namespace):
+        if p.name == name:
             return p
     raise NotFoundError(f"pod {name!r} not found in namespace {namespace!r}")
 
 
-def nodes_with_room(cluster: LocalCluster, pod: PodRecord) -> set[str]:
-    """Nodes (other than the pod's) whose allocatable fits the pod's requests, as the engine checks."""
-    others = [
-        p for p in cluster.store.pods(cluster.name) if p.name != pod.name or p.namespace != pod.namespace
-    ]
-    states = applyops.node_states(cluster, others)
-    need = applyops.spec_from_record(pod).requests
-    return {n for n, st in states.items() if n != pod.node and fits(st, need)}
-
-
-def exec_in(cluster: LocalCluster, pod: PodRecord, argv: list[str], timeout_s: float = 60) -> str:
+def exec_in(backend: Backend, pod: Pod, argv: list[str], timeout_s: float = 60) -> str:
     """Run ``argv`` in the pod's first container; return its stdout (stripped)."""
-    if not pod.containers:
-        raise RuntimeFailure(f"pod {pod.name} has no containers")
-    cmd = cluster.runc.argv("exec", pod.containers[0].runtime_id, *argv)
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeFailure(f"`{' '.join(argv)}` in {pod.name} timed out after {timeout_s:.0f} s") from exc
+    out = backend.exec(pod.namespace, pod.name, None, argv, timeout=timeout_s)
     if out.returncode != 0:
         raise RuntimeFailure(
             f"`{' '.join(argv)}` in {pod.name} failed (exit {out.returncode}): {out.stderr.strip()[-200:]}"
@@ -163,15 +146,13 @@ def exec_in(cluster: LocalCluster, pod: PodRecord, argv: list[str], timeout_s: f
     return out.stdout.strip()
 
 
-def run_prepare(
-    cluster: LocalCluster, namespace: str, commands: list[PodCommand], report: Report
-) -> list[str]:
+def run_prepare(backend: Backend, namespace: str, commands: list[PodCommand], report: Report) -> list[str]:
     """Run the spec's ``workload.prepare`` commands; return 'pod: output' lines."""
     lines = []
     for cmd in commands:
-        pods = running_pods(cluster, namespace, cmd.selector)
+        pods = running_pods(backend, namespace, cmd.selector)
         if not pods:
             raise NotFoundError(f"workload.prepare: no running pod with labels {cmd.selector}")
         report(f"{pods[0].name}: {' '.join(cmd.command)}")
-        lines.append(f"{pods[0].name}: {exec_in(cluster, pods[0], cmd.command)}")
+        lines.append(f"{pods[0].name}: {exec_in(backend, pods[0], cmd.command)}")
     return lines

@@ -15,16 +15,14 @@ from __future__ import annotations
 import threading
 import time
 
-from podhop.backends.local import metrics
-from podhop.backends.local.cluster import open_cluster
+from podhop.backends.base import Backend, Sample
 from podhop.experiment.selection import MetricRow
-from podhop.store import Store
 
 Tagged = tuple[MetricRow, int, str]
 
 
-def rows_from_sample(s: metrics.Sample, t: float) -> list[MetricRow]:
-    """A ``metrics.Sample`` as rows (nodes first), stamped with the window's end ``t``."""
+def rows_from_sample(s: Sample, t: float) -> list[MetricRow]:
+    """A usage sample as rows (nodes first), stamped with the window's end ``t``."""
     rows = [
         MetricRow(
             t,
@@ -49,8 +47,8 @@ def rows_from_sample(s: metrics.Sample, t: float) -> list[MetricRow]:
 class Sampler:
     """Samples the cluster every ``interval_s`` in a daemon thread until stopped."""
 
-    def __init__(self, cluster_name: str, interval_s: float = 1.0) -> None:
-        self.cluster_name = cluster_name
+    def __init__(self, backend: Backend, interval_s: float = 1.0) -> None:
+        self.backend = backend
         self.interval_s = interval_s
         self.repetition = 0
         self.phase = "setup"
@@ -71,22 +69,17 @@ class Sampler:
         return self
 
     def _loop(self) -> None:
-        store = Store()
-        try:
-            cluster = open_cluster(store, self.cluster_name)
-            while not self._stop.is_set():
-                try:
-                    s = metrics.sample(cluster, self.interval_s)
-                except Exception as exc:  # a vanished cgroup mid-migration must not end the recording
-                    self.errors.append(f"{type(exc).__name__}: {exc}")
-                    time.sleep(self.interval_s)
-                    continue
-                rows = rows_from_sample(s, time.time())
-                rep, phase = self.repetition, self.phase
-                with self._lock:
-                    self._rows.extend((r, rep, phase) for r in rows)
-        finally:
-            store.close()
+        while not self._stop.is_set():
+            try:
+                s = self.backend.top(self.interval_s)
+            except Exception as exc:  # a vanished cgroup mid-migration must not end the recording
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                time.sleep(self.interval_s)
+                continue
+            rows = rows_from_sample(s, time.time())
+            rep, phase = self.repetition, self.phase
+            with self._lock:
+                self._rows.extend((r, rep, phase) for r in rows)
 
     def stop(self) -> None:
         self._stop.set()

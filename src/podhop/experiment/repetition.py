@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from podhop.backends.local.cluster import LocalCluster
+from podhop.backends.base import Backend
 from podhop.experiment import load as hey
-from podhop.experiment.environment import exec_in, nodes_with_room, pod_named, running_pods
+from podhop.experiment.environment import exec_in, pod_named, running_pods
 from podhop.experiment.selection import MetricRow, in_window, mean_usage, overlapping, pick_node, pick_pod
 from podhop.migrate.engine import Options, migrate
 from podhop.migrate.probe import Attempt, Probe, summarize
@@ -34,7 +34,7 @@ _AFTER_SWITCH = ("pull", "drain", "cleanup")
 @dataclass
 class Context:
     runner: Runner
-    cluster: LocalCluster
+    cluster: Backend
     url: str
     target: tuple[str, int]  # the probe's (ip, port)
     last_migration_s: float = 0.0
@@ -145,7 +145,7 @@ def _select(ctx: Context, rep: dict[str, Any], i: int, baseline: dict[str, Any])
         candidates = {p.name for p in running_pods(ctx.cluster, ns, M.selector or None)}
         pod_choice = pick_pod(rows, M.pod, namespace=ns, candidates=candidates)
         pod = pod_named(ctx.cluster, ns, pod_choice.chosen)
-        node_choice = pick_node(rows, M.target, source=pod.node, eligible=nodes_with_room(ctx.cluster, pod))
+        node_choice = pick_node(rows, M.target, source=pod.node, eligible=ctx.cluster.room_for(pod))
         rep["selection"] = {
             "window": [baseline["start"], baseline["end"]],
             "samples": len({x.t for x in rows}),
@@ -194,7 +194,7 @@ def _during(ctx: Context, rep: dict[str, Any], i: int, pod_name: str, node: str)
             t0 = time.time()
             opts = Options(timeout_s=M.timeout_s, probe=False, on_phase=on_phase)
             try:
-                report = migrate(ctx.cluster, pod_name, node, M.strategy.value, ns, opts)
+                report = migrate(ctx.cluster, pod_name, node, M.strategy.value, ns, opts).to_dict()
             except Exception as exc:  # record the load first, then fail the step
                 error = exc
             t1 = time.time()
@@ -221,14 +221,16 @@ def _during(ctx: Context, rep: dict[str, Any], i: int, pod_name: str, node: str)
         rep["migration"] = report
         ctx.last_migration_s = t1 - t0
         freed = report.get("resources_freed") or {}
-        src = ctx.cluster.node(report["source_node"])
+        src = next(n for n in ctx.cluster.nodes() if n.name == report["source_node"])
         if freed:
             rep["freed_pct"] = {
                 "cpu": round(100.0 * freed["cpu_m_freed"] / src.cpu_m, 2),
                 "memory": round(100.0 * freed["memory_b_freed"] / src.memory_b, 3),
             }
         if M.verify:
-            after = exec_in(ctx.cluster, pod_named(ctx.cluster, ns, pod_name), M.verify)
+            after = exec_in(
+                ctx.cluster, pod_named(ctx.cluster, ns, report.get("new_pod") or pod_name), M.verify
+            )
             rep["state_check"].update(after=after, preserved=after == rep["state_check"]["before"])
         st.summary = f"migration {report['total_ms']:.0f} ms; load: {phase_line(record)}"
 
@@ -248,12 +250,12 @@ def _timeline(marks: list[tuple[str, float]], report: dict[str, Any], t0: float)
 
 
 def probe_summary(rep: dict[str, Any], attempts: list[Attempt], rate: float) -> None:
-    probe: dict[str, Any] = {"run": summarize(attempts, rate)}
+    probe: dict[str, Any] = {"run": summarize(attempts, rate).to_dict()}
     for ph, rec in rep["phases"].items():
-        probe[ph] = summarize(attempts, rate, since=rec["start"], until=rec["end"])
+        probe[ph] = summarize(attempts, rate, since=rec["start"], until=rec["end"]).to_dict()
     mig = rep.get("migration")
     if mig and mig.get("window"):
-        w = summarize(attempts, rate, since=mig["window"][0], until=mig["window"][1])
+        w = summarize(attempts, rate, since=mig["window"][0], until=mig["window"][1]).to_dict()
         probe["migration"] = w
         mig["probe"] = w
         mig["downtime_ms"] = w["downtime_ms"]

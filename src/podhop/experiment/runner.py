@@ -191,17 +191,17 @@ class Runner:
                     self.warn(f"metrics sampling: {err}")
             aggregate(self.results, self.spec.probe.rate_hz)
             keep = self.options.keep_cluster
-            if self.env.cluster is not None:
+            if self.env.backend is not None:
                 self.current = "teardown"
                 title = "keeping cluster" if keep else "tearing down"
-                self.events.step(f"{title} {self.env.cluster.name}")
+                self.events.step(f"{title} {self.env.backend.name}")
                 try:
                     for problem in self.env.teardown(keep, self.events.status):
                         self.warn(problem)
                     if keep:
                         what = "kept"
                     elif self.env.created_cluster:
-                        what = f"deleted cluster {self.env.cluster.name}"
+                        what = f"deleted cluster {self.env.backend.name}"
                     elif self.env.applied:
                         what = "deleted the objects the run applied; the reused cluster stays"
                     else:
@@ -229,14 +229,16 @@ class Runner:
             nodes = cluster.nodes()
             self.results["cluster"] = {
                 "name": cluster.name,
+                "kind": cluster.kind,
                 "created": self.env.created_cluster,
                 "nodes": [n.name for n in nodes],
-                "node_cpu_m": cluster.record.node_cpu_m,
-                "node_memory_b": cluster.record.node_memory_b,
-                "link_bandwidth_bps": cluster.record.link_bandwidth_bps,
+                "node_cpu_m": nodes[0].cpu_m if nodes else 0,
+                "node_memory_b": nodes[0].memory_b if nodes else 0,
+                "link_bandwidth_bps": nodes[0].bandwidth_bps if nodes else None,
             }
             verb = "created" if self.env.created_cluster else "reusing"
-            st.summary = f"{verb} {cluster.name}: {len(nodes)} nodes × {cluster.record.node_cpu_m}m CPU"
+            cpu = nodes[0].cpu_m if nodes else 0
+            st.summary = f"{verb} {cluster.name} ({cluster.kind}): {len(nodes)} nodes × {cpu}m CPU"
         with self._step("deploy", "deploying the workload") as st:
             paths = [manifest_path(self.spec_path, m) for m in spec.workload.manifests]
             for p in paths:
@@ -249,7 +251,7 @@ class Runner:
             svc = find_service(cluster, spec.load.namespace, spec.load.service)
             url = load_url(svc, spec.load.via, spec.load.path)
             psvc = find_service(cluster, spec.load.namespace, spec.probe_service)
-            target = (psvc.cluster_ip, int(psvc.ports[0]["port"]))
+            target = (psvc.cluster_ip, psvc.ports[0].port)
             self.results["deploy"] = {"messages": messages, "prepare": prepared}
             self.results["load_target"] = {"service": svc.name, "via": spec.load.via, "url": url}
             self.results["probe_target"] = {
@@ -258,7 +260,7 @@ class Runner:
                 "rate_hz": spec.probe.rate_hz,
             }
             st.summary = f"{len(messages)} object(s); load → {url}; probe → {target[0]}:{target[1]}"
-        self.sampler = Sampler(cluster.name).start()
+        self.sampler = Sampler(cluster).start()
         if spec.load.warmup_requests:
             with self._step("warmup", "warming up") as st:
                 self.sampler.tag(0, "warmup")

@@ -26,8 +26,10 @@ Strategies:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from podhop.errors import PodhopError
 
@@ -39,15 +41,43 @@ class Strategy(StrEnum):
     PRECOPY = "precopy"
 
 
-#: The phases every report times (milliseconds), in order.
-REPORTED_PHASES = ("freeze", "dump", "transfer", "restore", "switch")
-
-PHASES: dict[Strategy, tuple[str, ...]] = {
-    Strategy.COLD: ("prepare", "freeze", "dump", "transfer", "restore", "switch", "cleanup"),
-    Strategy.CLONE: ("prepare", "dump", "transfer", "restore", "switch", "drain", "cleanup"),
-    Strategy.POSTCOPY: ("prepare", "dump", "transfer", "switch", "restore", "pull", "cleanup"),
-    Strategy.PRECOPY: ("prepare", "predump", "freeze", "dump", "transfer", "restore", "switch", "cleanup"),
+#: Each strategy's phases up to its commit point (each undone if a later one fails), then those after
+#: it (best effort: they cannot undo the migration). Post-copy commits with the restore: once the
+#: target runs, the source's CRIU hands over the memory and then ends the source.
+PHASES: dict[Strategy, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    Strategy.COLD: (("prepare", "freeze", "dump", "transfer", "restore", "switch"), ("cleanup",)),
+    Strategy.CLONE: (("prepare", "detach", "dump", "transfer", "restore", "switch"), ("drain", "cleanup")),
+    Strategy.POSTCOPY: (("prepare", "dump", "transfer", "switch", "restore"), ("pull", "cleanup")),
+    Strategy.PRECOPY: (
+        ("prepare", "predump", "freeze", "dump", "transfer", "restore", "switch"),
+        ("cleanup",),
+    ),
 }
+
+
+PhaseHook = Callable[[str, Any], None]
+
+
+@dataclass
+class Options:
+    """How to run a migration.
+
+    Attributes:
+        timeout_s: the whole migration must finish within this many seconds (default 120).
+        probe: measure downtime with an outside probe (default on).
+        probe_rate_hz: probe attempts per second (default 200).
+        measure_resources: sample the source node's CPU/memory for 1 s before and after.
+        drain_s: ``clone``: how long the source may take to finish in-flight requests.
+        on_phase: called with each phase's name and the migration as it starts (progress, and the
+            tests' deterministic fault injection: raise, or let the deadline pass).
+    """
+
+    timeout_s: float = 120.0
+    probe: bool = True
+    probe_rate_hz: float = 200.0
+    measure_resources: bool = True
+    drain_s: float = 10.0
+    on_phase: PhaseHook | None = None
 
 
 class MigrationError(PodhopError):
@@ -67,7 +97,8 @@ class MigrationPlan:
     source: str
     target: str
     strategy: Strategy
-    phases: tuple[str, ...]
+    phases: tuple[str, ...]  # up to and including the commit point
+    after_commit: tuple[str, ...] = ()
     state_bytes: int = 0
     link_bps: int | None = None
 
@@ -83,13 +114,23 @@ def plan_migration(
     dirty_tracking: bool = False,
     state_bytes: int = 0,
     link_bps: int | None = None,
+    other_endpoints: bool = False,
+    unsupported: dict[str, str] | None = None,
 ) -> MigrationPlan:
-    """Validate and build the plan; raise :class:`MigrationError` (phase ``plan``) when it cannot work."""
+    """Validate and build the plan; raise :class:`MigrationError` (phase ``plan``) when it cannot work.
+
+    ``other_endpoints``: clone first detaches the source from its services (only worth it when each has
+    another endpoint). ``unsupported``: strategies the backend cannot run, with the reason.
+    """
     try:
         strat = Strategy(strategy)
     except ValueError as exc:
         valid = ", ".join(s.value for s in Strategy)
         raise MigrationError("plan", f"unknown strategy {strategy!r} (strategies: {valid})") from exc
+    if unsupported and strat.value in unsupported:
+        raise MigrationError(
+            "plan", f"strategy {strat.value} is not available here: {unsupported[strat.value]}"
+        )
     if source == target:
         raise MigrationError("plan", f"pod {pod} already runs on {target}")
     if not target_fits:
@@ -111,4 +152,7 @@ def plan_migration(
             "this kernel tracks dirty memory, but iterative pre-copy is not implemented in podhop yet",
             hint="use --strategy postcopy or cold",
         )
-    return MigrationPlan(namespace, pod, source, target, strat, PHASES[strat], state_bytes, link_bps)
+    before, after = PHASES[strat]
+    if not other_endpoints:
+        before = tuple(p for p in before if p != "detach")
+    return MigrationPlan(namespace, pod, source, target, strat, before, after, state_bytes, link_bps)

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from podhop.migrate.report import ProbeSummary
+
 HTTP_GET = b"GET / HTTP/1.0\r\nHost: probe\r\nUser-Agent: podhop-probe\r\n\r\n"
 REDIS_PING = b"PING\r\n"
 
@@ -103,7 +105,7 @@ class Probe:
 
 def summarize(
     attempts: list[Attempt], rate_hz: float, since: float | None = None, until: float | None = None
-) -> dict[str, float | int]:
+) -> ProbeSummary:
     """Failed count, longest gap between successes (downtime) and latency, within [since, until]."""
     window = [
         a for a in attempts if (since is None or a.start >= since) and (until is None or a.start <= until)
@@ -114,11 +116,11 @@ def summarize(
     if window and not ok_ends:
         gap = window[-1].end - window[0].start
     latencies = sorted((a.end - a.start) * 1000 for a in window if a.ok)
-    return {
-        "attempts": len(window),
-        "failed": sum(1 for a in window if not a.ok),
-        "longest_gap_ms": round(gap * 1000, 2),
-        "downtime_ms": round(max(0.0, gap - period) * 1000, 2),
-        "latency_p50_ms": round(latencies[len(latencies) // 2], 3) if latencies else 0.0,
-        "latency_max_ms": round(latencies[-1], 3) if latencies else 0.0,
-    }
+    return ProbeSummary(
+        attempts=len(window),
+        failed=sum(1 for a in window if not a.ok),
+        longest_gap_ms=round(gap * 1000, 2),
+        downtime_ms=round(max(0.0, gap - period) * 1000, 2),
+        latency_p50_ms=round(latencies[len(latencies) // 2], 3) if latencies else 0.0,
+        latency_max_ms=round(latencies[-1], 3) if latencies else 0.0,
+    )

@@ -25,11 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from podhop.backends.local import metrics
-from podhop.backends.local.apply import spec_from_record
-from podhop.backends.local.cluster import LocalCluster
+from podhop.backends.base import Backend, Sample
 from podhop.errors import PodhopError
 from podhop.migrate.engine import Options, execute, prepare
+from podhop.migrate.report import MigrationReport
 from podhop.objects.model import Resources, pairs
 from podhop.policies import registry
 from podhop.policies.plan import Migration as PlannedMove
@@ -39,7 +38,7 @@ from podhop.policies.snapshot import ContainerInfo, NodeInfo, Snapshot
 Report = Callable[[str], None]
 
 
-def snapshot(cluster: LocalCluster, sample: metrics.Sample) -> Snapshot:
+def snapshot(backend: Backend, sample: Sample) -> Snapshot:
     """The live cluster as the policies see it."""
     usage = {(p.namespace, p.name): p for p in sample.pods}
     node_usage = {n.name: n for n in sample.nodes}
@@ -47,30 +46,31 @@ def snapshot(cluster: LocalCluster, sample: metrics.Sample) -> Snapshot:
         NodeInfo(
             name=n.name,
             capacity=Resources(n.cpu_m, n.memory_b),
-            usage=Resources(node_usage[n.name].cpu_m, node_usage[n.name].memory_b),
+            usage=Resources(node_usage[n.name].cpu_m, node_usage[n.name].memory_b)
+            if n.name in node_usage
+            else Resources(),
             bandwidth_bps=float(n.bandwidth_bps or 10**10),
-            labels=pairs({"kubernetes.io/hostname": n.name}),
+            labels=pairs({"kubernetes.io/hostname": n.name, **n.labels}),
         )
-        for n in cluster.nodes()
+        for n in backend.nodes()
     )
     containers = []
-    for p in cluster.store.pods(cluster.name):
+    for p in backend.pods(None):
         u = usage.get((p.namespace, p.name))
-        spec = spec_from_record(p)
         containers.append(
             ContainerInfo(
                 name=p.name,
                 node=p.node,
-                requests=spec.requests,
+                requests=p.requests,
                 usage=Resources(u.cpu_m, u.memory_b) if u else Resources(),
                 state_bytes=u.memory_b if u else 0,
-                node_selector=spec.node_selector,
+                node_selector=pairs(p.node_selector),
             )
         )
     return Snapshot(nodes=nodes, containers=tuple(containers))
 
 
-def imbalance(sample: metrics.Sample) -> float:
+def imbalance(sample: Sample) -> float:
     """Standard deviation of the nodes' CPU utilisation, in percent points."""
     pct = [n.cpu_pct for n in sample.nodes]
     return statistics.pstdev(pct) if len(pct) > 1 else 0.0
@@ -82,7 +82,7 @@ class Result:
     plan: Plan
     imbalance_before: float
     imbalance_after: float | None = None
-    migrations: list[dict[str, Any]] = field(default_factory=list)
+    migrations: list[MigrationReport] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     stale: list[dict[str, str]] = field(default_factory=list)  # steps the cluster had outgrown
@@ -103,7 +103,7 @@ class Result:
             ],
             "imbalance_before": round(self.imbalance_before, 2),
             "imbalance_after": None if self.imbalance_after is None else round(self.imbalance_after, 2),
-            "migrations": self.migrations,
+            "migrations": [m.to_dict() for m in self.migrations],
             "failed": self.failed,
             "skipped": self.skipped,
             "stale": self.stale,
@@ -111,7 +111,7 @@ class Result:
 
 
 def rebalance(
-    cluster: LocalCluster,
+    backend: Backend,
     policy: str,
     *,
     dry_run: bool = False,
@@ -128,33 +128,33 @@ def rebalance(
         raise PodhopError(f"--window must be positive, got {window_s:g}")
     pol = registry.get(policy, **(options or {}))
     report(f"measuring usage for {window_s:.0f} s")
-    before = metrics.sample(cluster, window_s)
-    plan = pol.plan(snapshot(cluster, before), registry.Context(strategy=strategy))  # type: ignore[arg-type]
+    before = backend.top(window_s)
+    plan = pol.plan(snapshot(backend, before), registry.Context(strategy=strategy))  # type: ignore[arg-type]
     result = Result(policy, plan, imbalance(before))
     if dry_run or not plan.migrations:
         return result
-    execute_plan(cluster, result, max_concurrent=max_concurrent, strategy=strategy, report=report)
+    execute_plan(backend, result, max_concurrent=max_concurrent, strategy=strategy, report=report)
     report(f"measuring usage for {window_s:.0f} s")
-    result.imbalance_after = imbalance(metrics.sample(cluster, window_s))
+    result.imbalance_after = imbalance(backend.top(window_s))
     return result
 
 
-def stale(cluster: LocalCluster, step: PlannedMove) -> str | None:
+def stale(backend: Backend, step: PlannedMove) -> str | None:
     """Why a planned step no longer fits the cluster as it is now (None: it still does)."""
-    pod = next((p for p in cluster.store.pods(cluster.name) if p.name == step.container), None)
+    pod = next((p for p in backend.pods(None) if p.name == step.container), None)
     if pod is None:
         return f"pod {step.container} no longer exists"
     if pod.node != step.source:
         return f"pod {step.container} is on {pod.node} now, not on {step.source} as planned"
     if pod.phase != "Running":
         return f"pod {step.container} is {pod.phase}"
-    if step.target not in {n.name for n in cluster.nodes()}:
+    if step.target not in {n.name for n in backend.nodes()}:
         return f"node {step.target} no longer exists"
     return None
 
 
 def execute_plan(
-    cluster: LocalCluster,
+    backend: Backend,
     result: Result,
     *,
     max_concurrent: int = 1,
@@ -164,20 +164,20 @@ def execute_plan(
     """Run ``result.plan``'s migrations, K at a time, each re-checked against the cluster as it is
     just before it runs (capacity by the engine's planning, the pod's place here); stop after a failure."""
     steps = list(result.plan.migrations)
-    with cluster.store.lock(cluster.name):
+    with backend.lock():
         while steps and not result.failed:
             batch, steps = steps[:max_concurrent], steps[max_concurrent:]
             reserved: set[str] = set()
             prepared = []
             for step in batch:
-                why = stale(cluster, step)
+                why = stale(backend, step)
                 if why is not None:
                     result.stale.append({"pod": step.container, "target": step.target, "reason": why})
                     continue
                 try:
                     prepared.append(
                         prepare(
-                            cluster,
+                            backend,
                             step.container,
                             step.target,
                             strategy,

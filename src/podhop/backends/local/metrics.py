@@ -9,43 +9,10 @@ figures from each pod's and node's cgroup, so numbers mean what users expect.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
+from podhop.backends.base import NodeUsage, PodUsage, Sample
 from podhop.backends.local.cluster import LocalCluster
 from podhop.runtime import cgroups
-
-
-@dataclass(frozen=True)
-class PodUsage:
-    namespace: str
-    name: str
-    node: str
-    cpu_m: int
-    memory_b: int
-
-
-@dataclass(frozen=True)
-class NodeUsage:
-    name: str
-    cpu_m: int
-    memory_b: int
-    cpu_capacity_m: int
-    memory_capacity_b: int
-
-    @property
-    def cpu_pct(self) -> float:
-        return 100.0 * self.cpu_m / self.cpu_capacity_m if self.cpu_capacity_m else 0.0
-
-    @property
-    def memory_pct(self) -> float:
-        return 100.0 * self.memory_b / self.memory_capacity_b if self.memory_capacity_b else 0.0
-
-
-@dataclass(frozen=True)
-class Sample:
-    window_s: float
-    nodes: list[NodeUsage]
-    pods: list[PodUsage]
 
 
 def sample(cluster: LocalCluster, window_s: float = 1.0) -> Sample:

@@ -1,4 +1,4 @@
-"""The container-level steps of a migration: dump, transfer, restore — each with its undo.
+"""The container-level steps of a local migration: dump, transfer, restore — each with its undo.
 
 Why: the engine reads as a list of phases; the mechanics of each phase for
 one container live here. Every function that changes the machine registers
@@ -57,6 +57,8 @@ class ContainerMove:
     dst: Side
     transferred_bytes: int = 0
     page_bytes: int = 0
+    image_bytes: int = 0  # the checkpoint as it landed on the target
+    stopped: bool = False  # the source container is gone (after the commit)
     stats: dict[str, int] = field(default_factory=dict)
     dump_proc: subprocess.Popen[bytes] | None = None  # post-copy: the source's page server
     page_server: criu.Daemon | None = None  # cold, clone: the target's page server
@@ -316,7 +318,7 @@ class Transfer:
         dest.mkdir(parents=True, exist_ok=True)
         port = free_port()
         secret = secrets.token_hex(32) + "\n"
-        tool = [sys.executable, "-m", "podhop.migrate.transfer"]
+        tool = [sys.executable, "-m", "podhop.backends.local.transfer"]
         spec = ",".join(f"{path}={name}" for path, name in sources.items())
         recv_argv = [*tool, "recv", dst.node.ip, str(port), str(dest), str(timeout), src.node.ip]
         recv = subprocess.Popen(

@@ -32,11 +32,11 @@ from typing import Any
 from podhop.archive import layout, reader, rootfs
 from podhop.archive.layout import ArchiveError
 from podhop.archive.writer import Output
+from podhop.backends.local import moves as steps
 from podhop.backends.local import pods as podops
 from podhop.backends.local import services as svcops
 from podhop.backends.local.cluster import LocalCluster
 from podhop.errors import AlreadyExistsError, CommandError, ManifestError, NotFoundError, PodhopError
-from podhop.migrate import steps
 from podhop.migrate.plan import MigrationError
 from podhop.net import netns
 from podhop.objects.manifests import load_manifests

@@ -24,8 +24,8 @@ ends on their standard input (never on a command line, which other users can
 read in ``/proc``).
 
 Run inside the namespaces (``nsenter --net``) as
-``python -m podhop.migrate.transfer recv ADDR PORT DEST TIMEOUT FROM`` and
-``python -m podhop.migrate.transfer send ADDR PORT SRC=NAME[,SRC=NAME...] TIMEOUT``,
+``python -m podhop.backends.local.transfer recv ADDR PORT DEST TIMEOUT FROM`` and
+``python -m podhop.backends.local.transfer send ADDR PORT SRC=NAME[,SRC=NAME...] TIMEOUT``,
 each given the secret in hex as the first line of its standard input (the
 sender then waits for a line ``go``); the receiver prints ``listening`` when
 ready and ``{"bytes": N}`` when done.
