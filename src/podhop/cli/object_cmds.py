@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 
-from podhop.cli import tables
 from podhop.cli.common import Target, cluster_option, handle_errors, namespace_options, print_table, progress
 from podhop.errors import ManifestError, NotFoundError
 from podhop.objects.quantity import format_cpu, format_memory
@@ -85,6 +84,8 @@ def get_cmd(
     resource: str, name: str | None, output: str | None, namespace: str | None, target: Target
 ) -> None:
     """Show nodes, pods or services, as kubectl get does."""
+    from podhop.cli import tables
+
     backend = target.backend()
     kind = RESOURCES[resource]
     if output in ("json", "yaml"):
