@@ -155,7 +155,7 @@ def test_delete_after_killed_create(capable: None, store: Store) -> None:
 
 
 #: Commands that only read may work for another user where the state is readable; either way, no traceback.
-NONROOT_READERS = ["get pods", "cluster list", "top pods", "logs x"]
+NONROOT_READERS = ["get pods", "cluster list", "top pods", "logs x", "rebalance --policy hottest --dry-run"]
 NONROOT_COMMANDS = [
     "cluster create --name x",
     "cluster delete x",
@@ -164,7 +164,7 @@ NONROOT_COMMANDS = [
     "migrate x --to node-2",
     "checkpoint x",
     "restore README.md --node node-1",
-    "rebalance --policy hottest --dry-run",
+    "rebalance --policy hottest",
     "experiment run examples/seed.yaml",
     "setup",
 ]
