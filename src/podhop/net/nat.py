@@ -188,22 +188,15 @@ def install_hooks(prefix: str, out_dev: str | None, netns: str | None = None) ->
             sh.run(_in(netns, ["iptables", "-w", "-t", table, "-I", chain, "1", *rule]))
 
 
-#: (device, address) pairs this process has seen on the host, so a sync checks them once.
-_present: set[tuple[str, str]] = set()
-
-
 def ensure_addresses(sources: HostSources) -> None:
-    """Give ``sources.device`` the host's service source addresses (/32, idempotent; once per process).
+    """Give ``sources.device`` the host's service source addresses (/32, idempotent).
 
-    They live on the cluster bridge, so deleting the cluster removes them with it."""
-    wanted = [(sources.device, ip) for ip in (sources.service, sources.loopback)]
-    if all(w in _present for w in wanted):
-        return
+    They live on the cluster bridge, so deleting the cluster removes them with it; checked on every
+    sync (one ``ip`` call), since a bridge of the same name may have been deleted and made again."""
     shown = sh.run(["ip", "-4", "-o", "addr", "show", "dev", sources.device]).stdout
-    for device, ip in wanted:
+    for ip in (sources.service, sources.loopback):
         if f" {ip}/" not in shown:
-            sh.run(["ip", "addr", "add", f"{ip}/32", "dev", device])
-        _present.add((device, ip))
+            sh.run(["ip", "addr", "add", f"{ip}/32", "dev", sources.device])
 
 
 def sync(
