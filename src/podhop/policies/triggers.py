@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from podhop.policies.costmodel import MigrationCostModel, Strategy
+from podhop.policies.costmodel import DEFAULT_STRATEGY, MigrationCostModel, Strategy
 from podhop.policies.scorers import ALL, NEG, State
 from podhop.policies.snapshot import CPU, F64, I64, MEM
 
@@ -171,7 +171,7 @@ def mobility(
     candidates: int = 64,
     horizon_s: float = 60.0,
     cost_model: MigrationCostModel | None = None,
-    strategy: Strategy = "precopy",
+    strategy: Strategy = DEFAULT_STRATEGY,
 ) -> Reasons:
     """Follow users who changed nearest node: move their container where its users are closest,
     if the gain is worth the downtime (``gain_ms · horizon_s ≥ d[s] · d[ms]``).
