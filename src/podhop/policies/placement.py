@@ -61,8 +61,10 @@ from podhop.policies.scorers import (
 )
 from podhop.policies.snapshot import CPU, F64, I64, MEM, UNPLACED, Arrays, Bools
 
-__all__ = ["ALL", "NEG", "SCORERS", "PlacementError", "Scorer", "State", "best_node", "could_fit", "get_scorer",
-           "place"]
+__all__ = [
+    "ALL", "NEG", "SCORERS", "PlacementError", "Scorer", "State",
+    "best_node", "could_fit", "get_scorer", "place",
+]
 
 Mode: TypeAlias = Literal["auto", "exact", "fast"]
 WINDOW = 256
@@ -96,15 +98,15 @@ def place(
     sc = get_scorer(scorer)
     if mode not in ("auto", "exact", "fast"):
         raise PlacementError(f"unknown placement mode {mode!r} (auto, exact or fast)")
-    start = (arrays.node if assign is None else assign).copy()
-    todo = np.flatnonzero(start < 0) if containers is None else np.asarray(containers, dtype=np.int64)
+    initial = (arrays.node if assign is None else assign).copy()
+    todo = np.flatnonzero(initial < 0) if containers is None else np.asarray(containers, dtype=np.int64)
     scores = np.full(arrays.n_containers, np.nan)
     # capacity only shrinks within a round: what fits nowhere now never will (a full cluster's pending
     # containers stay pending: checked at once instead of against every node, step after step)
-    todo = todo[could_fit(arrays, arrays.requested(start), arrays.pods(start), todo)]
+    todo = todo[could_fit(arrays, arrays.requested(initial), arrays.pods(initial), todo)]
     if not len(todo):
-        return start, scores
-    st = State(arrays, start)
+        return initial, scores
+    st = State(arrays, initial)
     fast = mode == "fast" or (mode == "auto" and len(todo) * arrays.n_nodes > FAST_ABOVE)
     if sc.exact_only or not fast or arrays.n_nodes <= FAST_MIN_NODES:
         for start in range(0, len(todo), LATENCY_CHUNK):
