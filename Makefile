@@ -43,6 +43,8 @@ integration: setup
 
 bench: setup
 	$(VENV)/bin/python benchmarks/cluster_bench.py
+	$(VENV)/bin/python benchmarks/cli_bench.py
+	$(VENV)/bin/python benchmarks/sim_bench.py
 
 # The cost model's defaults: fitted to the shipped migration benchmark (tests check they match).
 cost-model: venv
