@@ -8,7 +8,7 @@ PODHOP := $(VENV)/bin/podhop
 # Debian packages needed before Python can even be installed; the rest is `podhop setup`.
 BOOTSTRAP_DEBS := python3 python3-venv python3-pip
 
-.PHONY: demo test setup venv lint typecheck unit integration bench clean
+.PHONY: demo test setup venv lint typecheck unit integration bench cost-model clean
 
 demo: setup
 	$(PODHOP) demo
@@ -43,6 +43,12 @@ integration: setup
 
 bench: setup
 	$(VENV)/bin/python benchmarks/cluster_bench.py
+	$(VENV)/bin/python benchmarks/cli_bench.py
+	$(VENV)/bin/python benchmarks/sim_bench.py
+
+# The cost model's defaults: fitted to the shipped migration benchmark (tests check they match).
+cost-model: venv
+	$(PODHOP) calibrate benchmarks/results/migration.json -o src/podhop/policies/data/cost-model.json
 
 clean:
 	-$(PODHOP) cluster delete --all

@@ -53,7 +53,8 @@ def store() -> Iterator[Store]:
 
 
 def new_name() -> str:
-    return f"it-{secrets.token_hex(3)}"
+    """A fresh cluster name; ``PODHOP_TEST_PREFIX`` tells one engineer's test clusters from another's."""
+    return f"{os.environ.get('PODHOP_TEST_PREFIX', 'it')}-{secrets.token_hex(3)}"
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ def test_rebalance_migrates_and_imbalance_drops(cluster: LocalCluster) -> None:
     assert result.imbalance_after is not None
     # Every move went off the hot node to an idle one, and the imbalance fell. How far it falls depends on
     # how much CPU this shared machine leaves the busy pods (the thresholds decide how many move):
-    # benchmarks/policies_bench.py records it.
+    # the figure is a benchmark, not a test.
     assert all(m.source_node == "node-1" and m.target_node != "node-1" for m in result.migrations)
     assert result.imbalance_after < result.imbalance_before, (
         result.imbalance_before,

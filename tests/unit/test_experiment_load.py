@@ -14,11 +14,12 @@ from podhop.experiment.load import ChainedLoad, HeyRequest, LoadRun, merge, pars
 
 HEADER = "response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset\n"
 
-# A stand-in for hey: answers all but two of its -n requests, the last answer with a 503.
-# With -n 999999 it "hangs" until SIGINT, then prints 5 answers, like hey does when interrupted.
+# A stand-in for hey: like hey, each of its -c workers sends ⌊n/c⌋ requests; it answers all but two of
+# them, the last answer with a 503. With -n ≥ 999990 it "hangs" until SIGINT, then prints 5 answers,
+# like hey does when interrupted.
 FAKE_HEY = r"""#!/bin/bash
-n=0
-while [ $# -gt 0 ]; do case $1 in -n) n=$2; shift 2;; *) shift;; esac; done
+n=0; c=1
+while [ $# -gt 0 ]; do case $1 in -n) n=$2; shift 2;; -c) c=$2; shift 2;; *) shift;; esac; done
 emit() {
   echo "response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset"
   for ((i = 0; i < $1; i++)); do
@@ -26,9 +27,9 @@ emit() {
     printf '0.0%03d,0.0001,0.0000,0.0000,0.0040,0.0001,%d,0.%03d\n' $((i % 50 + 1)) $code $i
   done
 }
-if [ "$n" -eq 999999 ]; then trap 'emit 5; exit 0' INT; sleep 30 & wait; exit 0; fi
+if [ "$n" -ge 999990 ]; then trap 'emit 5; exit 0' INT; sleep 30 & wait; exit 0; fi
 sleep 0.1
-emit $((n - 2))
+emit $((n / c * c - 2))
 """
 
 
@@ -125,3 +126,37 @@ def test_chained_load_abort(fake_hey: Path) -> None:
 
 def test_merge_of_nothing() -> None:
     assert merge("u", 3, []).requests == 0
+
+
+def test_hey_sends_floor_n_over_c_per_worker() -> None:
+    """``hey -n 1005 -c 10`` sends 1,000: counting 1,005 invented 5 failures."""
+    assert load.hey_sends(1005, 10) == 1000
+    assert load.hey_sends(85169, 100) == 85100
+    assert load.hey_sends(1000, 10) == 1000
+
+
+def test_run_sizes_are_rounded_up_to_multiples_of_the_concurrency() -> None:
+    assert load.run_size(1005, 10) == 1010
+    assert load.run_size(1000, 10) == 1000
+    assert load.run_size(3, 10) == 10  # at least one request per worker
+    assert load.during_requests(1234.5, 2.0, 100, 100_000, concurrency=100) == 2500
+    with pytest.raises(ValueError):
+        load.hey_argv("http://x/", 1005, 10)
+
+
+def test_a_run_asked_for_a_non_multiple_sends_and_counts_a_multiple(fake_hey: Path) -> None:
+    run = load.run_hey("http://127.0.0.1:1/", 1005, 10, max_s=10)
+    assert run.requests == 1010
+    s = summarize(run)
+    # the fake answers all but two (one more with a 503): exactly 3 errors, none invented
+    assert (s.requests, s.answered, s.no_answer, s.bad_status, s.errors) == (1010, 1008, 2, 1, 3)
+
+
+def test_an_unrounded_record_counts_what_hey_sent() -> None:
+    """A run recorded with -n 1005 -c 10 (as before rounding) and 1,000 answers has no error."""
+    run = LoadRun("u", requests=1005, concurrency=10, started=0.0, ended=1.0)
+    run.answers = [HeyRequest(i / 1000, 1.0, 200) for i in range(1000)]
+    s = summarize(run)
+    assert (s.requests, s.errors, s.no_answer) == (1000, 0, 0)
+    merged = merge("u", 10, [run, run])
+    assert summarize(merged).errors == 0 and summarize(merged).requests == 2000

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from podhop.net.nat import Endpoint, ServiceRule, render
+from podhop.net.nat import Endpoint, HostSources, ServiceRule, render
 
 PREFIX = "PH7"
 
@@ -253,7 +253,7 @@ def test_iptables_restore_accepts_the_output() -> None:
         ServiceRule("default/lb-empty:80", "10.207.250.12", 80, (), external_port=30081),
     ]
     stale = {"nat": {f"{PREFIX}-SVC-0123456789", f"{PREFIX}-SEP-0123456789"}, "filter": set[str]()}
-    for text in (render(PREFIX, rules, {}), render(PREFIX, rules, stale)):
+    for text in (render(PREFIX, rules, {}), render(PREFIX, rules, stale), render(PREFIX, rules, {}, HOST)):
         proc = subprocess.run(
             ["iptables-restore", "-w", "--noflush", "--test"], input=text, text=True,
             capture_output=True, timeout=30, check=False,
@@ -262,3 +262,21 @@ def test_iptables_restore_accepts_the_output() -> None:
         if proc.returncode != 0 and re.search(unusable, proc.stderr):
             pytest.skip(f"iptables is not usable here: {proc.stderr.strip()}")
         assert proc.returncode == 0, proc.stderr + "\n" + text
+
+
+HOST = HostSources("ph7br", "10.207.0.2", "10.207.0.3")
+
+
+def test_host_service_traffic_leaves_from_its_own_addresses() -> None:
+    """Service connections from the host never share a source with its direct connections to pods."""
+    post = _rules(_sections(render(PREFIX, [_rule(1, external_port=30080)], {}, HOST))["nat"],
+                  f"{PREFIX}-POSTROUTING")
+    assert post[0][:2] == ["-s", "127.0.0.0/8"] and _opt(post[0], "--to-source") == "10.207.0.3"
+    assert "--mark" in post[1] and _opt(post[1], "--to-source") == "10.207.0.2"
+    assert all(_opt(r, "-j") == "SNAT" for r in post)  # no MASQUERADE: it would pick the bridge address
+
+
+def test_nodes_still_masquerade_to_their_own_address() -> None:
+    post = _rules(_sections(render(PREFIX, [_rule(1)], {}))["nat"], f"{PREFIX}-POSTROUTING")
+    assert {_opt(r, "-j") for r in post} == {"MASQUERADE"}
+    assert not any("--random-fully" in r or "--to-ports" in r for r in post)  # ports kept: see nat's doc

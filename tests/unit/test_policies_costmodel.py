@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from podhop.policies.calibration import CalibrationError, Sample, fit, load_samples
-from podhop.policies.costmodel import MIB, STRATEGIES, Coefficients, MigrationCostModel, normalize_strategy
+from podhop.policies.costmodel import (
+    DEFAULT_STRATEGY,
+    MIB,
+    PRIOR_COSTS,
+    STRATEGIES,
+    Coefficients,
+    MigrationCostModel,
+    normalize_strategy,
+)
 
 
 def test_defaults_grow_with_state_and_shrink_with_bandwidth() -> None:
@@ -51,7 +59,7 @@ def test_fit_recovers_known_coefficients() -> None:
     (stats,) = result.fits
     assert stats.samples == 40 and stats.rmse_downtime_after is not None and stats.rmse_downtime_before
     assert stats.rmse_downtime_after < 0.01 * stats.rmse_downtime_before  # the prior barely pulls
-    assert result.model.cost("clone") == MigrationCostModel().cost("clone")  # untouched
+    assert result.model.cost("clone") == MigrationCostModel.priors().cost("clone")  # untouched prior
 
 
 def test_fit_with_few_or_collinear_samples_stays_sane() -> None:
@@ -124,3 +132,25 @@ def test_strategy_names() -> None:
     ]
     with pytest.raises(ValueError, match="unknown migration strategy"):
         MigrationCostModel().predict(1.0, None, "teleport")
+
+
+def test_defaults_are_the_shipped_benchmark_results_refitted() -> None:
+    """data/cost-model.json is `podhop calibrate benchmarks/results/migration.json` (`make cost-model`)."""
+    from importlib import resources
+
+    root = Path(__file__).resolve().parents[2]
+    refit = fit(load_samples([root / "benchmarks" / "results" / "migration.json"])).model.to_dict()
+    shipped = json.loads(resources.files("podhop.policies").joinpath("data", "cost-model.json").read_text())
+    assert refit == shipped
+    measured = {s for s in STRATEGIES if s != "precopy"}
+    defaults = MigrationCostModel()
+    assert all(defaults.cost(s) != PRIOR_COSTS[s] for s in measured)  # measured, not assumed
+    assert defaults.cost("precopy") == PRIOR_COSTS["precopy"]  # refused here: never measured
+
+
+def test_default_strategy_runs_on_this_kernel() -> None:
+    from podhop.migrate.plan import Strategy as EngineStrategy
+
+    assert DEFAULT_STRATEGY in {"cold", "postcopy"}
+    assert DEFAULT_STRATEGY in {s.value for s in EngineStrategy}
+    assert MigrationCostModel().predict(10 * MIB) == MigrationCostModel().predict(10 * MIB, None, "cold")

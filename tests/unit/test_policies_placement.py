@@ -163,3 +163,44 @@ def test_unknown_scorer_and_mode() -> None:
         place(arrays, scorer="nope")
     with pytest.raises(PlacementError):
         place(arrays, mode="quick")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_could_fit_is_exactly_fits_somewhere(seed: int) -> None:
+    """The O(n log n) pre-check agrees with NodeResourcesFit against every node (zero requests, full
+    pod slots and over-committed nodes included)."""
+    from podhop.policies.placement import could_fit
+
+    rng = np.random.default_rng(seed)
+    arrays = big_arrays(seed, nodes=int(rng.integers(1, 12)), containers=60)
+    half = rng.random(60) < 0.5
+    assign = np.where(half, rng.integers(0, arrays.n_nodes, 60), -1).astype(np.int64)
+    st = State(arrays, assign)
+    cs = np.flatnonzero(assign < 0).astype(np.int64)
+    expected = st.fits(cs, slice(None)).any(axis=1)
+    got = could_fit(arrays, arrays.requested(assign), arrays.pods(assign), cs)
+    assert got.tolist() == expected.tolist()
+
+
+def test_a_full_cluster_keeps_pending_containers_pending_at_once() -> None:
+    arrays = big_arrays(3, nodes=4, containers=400)
+    first, _ = place(arrays)
+    again, scores = place(arrays.derive(node=first))
+    assert (again == first).all() and np.isnan(scores).all()
+
+
+def test_latency_aware_counts_the_load_it_adds_to_a_node() -> None:
+    """Users next to node-1, which runs at 90 % CPU: one hop farther (2 ms) to an idle node beats
+    queueing at node-1 (5/(1-0.95) = 100 ms against 5 ms); on an idle node-1 it stays next to them."""
+    infos = tuple(
+        NodeInfo(f"node-{i + 1}", Resources(1000, 10 * GI), position=(float(i), 0.0)) for i in range(3)
+    )
+    busy = ContainerInfo("busy", "node-1", Resources(100, 64 * MI), Resources(900, 64 * MI))
+    new = ContainerInfo("new", None, Resources(100, 64 * MI), Resources(100, 64 * MI))
+    users = (User("u", "new", "node-1", access_ms=1.0),)
+    loaded = Snapshot(infos, (busy, new), users, hop_ms=2.0, ms_per_km=0.0).arrays()
+    assign, _ = place(loaded, scorer="latency-aware")
+    assert loaded.node_names[assign[1]] == "node-2"
+    idle = Snapshot(infos, (new,), users, hop_ms=2.0, ms_per_km=0.0).arrays()
+    assign, _ = place(idle, scorer="latency-aware")
+    assert idle.node_names[assign[0]] == "node-1"

@@ -78,9 +78,9 @@ def test_plan_objective_matches_evaluate() -> None:
     decision = Decision(np.array([2]), {0: "test"})
     plan = make_plan("x", arrays, decision)
     assert plan.objective == evaluate(arrays, np.array([2]))
-    down, total = MigrationCostModel().predict(10 * MI, 1e9, "precopy")
+    down, total = MigrationCostModel().predict(10 * MI, 1e9, "cold")  # the default strategy
     assert plan.migrations == (
-        Migration("a", "node-1", "node-3", "precopy", round(down, 1), round(total, 1), 10 * MI, "test"),
+        Migration("a", "node-1", "node-3", "cold", round(down, 1), round(total, 1), 10 * MI, "test"),
     )
     assert plan.objective.latency_ms == pytest.approx(1.0)  # served on the user's own node now
 

@@ -79,11 +79,11 @@ def test_mobility_follows_users_when_worth_the_downtime() -> None:
     users = (User("u", "app", "node-3", previous_node="node-1", access_ms=2.0),)
     st = cluster(pod("app", "node-1", 100), users=users)
     # free, instant migrations: follow the user (2 km away: 2 ms a hop + 1 ms/km = 4 ms)
-    instant = MigrationCostModel({"precopy": StrategyCost(Coefficients(1, 0, 0), Coefficients(1, 0, 0))})
+    instant = MigrationCostModel({"cold": StrategyCost(Coefficients(1, 0, 0), Coefficients(1, 0, 0))})
     reasons = triggers.mobility(st, min_gain_ms=1.0, cost_model=instant)
     assert where(st)["app"] == "node-3" and "4.0 ms closer" in reasons[0]
     # a 10 s downtime is not worth 4 ms over a minute
-    slow = MigrationCostModel({"precopy": StrategyCost(Coefficients(10_000, 0, 0), Coefficients(1, 0, 0))})
+    slow = MigrationCostModel({"cold": StrategyCost(Coefficients(10_000, 0, 0), Coefficients(1, 0, 0))})
     st = cluster(pod("app", "node-1", 100), users=users)
     assert triggers.mobility(st, cost_model=slow) == {}
     # users who did not move trigger nothing

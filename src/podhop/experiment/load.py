@@ -5,7 +5,18 @@ numbers compare, but with ``-o csv`` so that every answered request's latency,
 status and start offset is kept — that is what latency-over-time plots and
 per-phase percentiles need. hey leaves requests that got no answer out of its
 CSV, so a phase is always bounded by count (``-n``) and its errors are
-*requests sent − answers* plus answers with status ≥ 400. Every run is also
+*requests sent − answers* plus answers with status ≥ 400.
+
+"Sent" is what hey sends, not what it was asked: each of its ``-c`` workers
+sends ``⌊n/c⌋`` requests, so ``hey -n 1005 -c 10`` sends 1,000 (checked: its
+own summary counts 1,000 answers and no error). Counting ``n`` there invented
+failures (125 phantom errors in one demo run). So every run size is rounded
+up to a multiple of the concurrency before hey starts (:func:`run_size`), and
+the count sent is :func:`hey_sends` of what was passed, which is then exact.
+Each phase keeps hey's own two distributions: status codes (from the CSV,
+every answer has one) and requests without an answer (hey's error
+distribution: in CSV mode hey prints no summary, so these are counted, not
+named). Every run is also
 bounded in time: past its deadline hey gets SIGINT (it then prints what it
 has) and the phase is marked truncated; SIGKILL follows if it ignores that.
 hey runs in its own session so that a terminal Ctrl-C reaches us, not it.
@@ -62,6 +73,17 @@ class LoadRun:
         return max(0.0, self.ended - self.started)
 
 
+def hey_sends(requests: int, concurrency: int) -> int:
+    """How many requests ``hey -n requests -c concurrency`` sends: ``⌊n/c⌋`` per worker."""
+    return (requests // concurrency) * concurrency if concurrency > 0 else 0
+
+
+def run_size(requests: int, concurrency: int) -> int:
+    """``requests`` rounded up to a multiple of ``concurrency`` (at least one request per worker)."""
+    c = max(1, concurrency)
+    return max(c, -(-requests // c) * c)
+
+
 def hey_binary() -> str:
     found = shutil.which("hey")
     if found is None:
@@ -78,7 +100,10 @@ def hey_argv(
     timeout_s: float = 10.0,
     binary: str = "hey",
 ) -> list[str]:
-    """hey's command line. ``qps`` is a total rate; hey's ``-q`` is per worker."""
+    """hey's command line. ``qps`` is a total rate; hey's ``-q`` is per worker. ``requests`` must be a
+    multiple of ``concurrency`` (:func:`run_size`), so that hey sends exactly that many."""
+    if requests % concurrency:
+        raise ValueError(f"hey -n {requests} -c {concurrency} would send {hey_sends(requests, concurrency)}")
     argv = [binary, "-n", str(requests), "-c", str(concurrency), "-t", str(max(1, math.ceil(timeout_s)))]
     if qps:
         argv += ["-q", f"{qps / concurrency:.3f}"]
@@ -133,7 +158,10 @@ def run_hey(
 def start_hey(
     url: str, requests: int, concurrency: int, *, qps: float | None = None, timeout_s: float = 10.0
 ) -> tuple[subprocess.Popen[bytes], LoadRun, Any]:
-    """Start hey in the background (its CSV goes to a temporary file); see :func:`finish_hey`."""
+    """Start hey in the background (its CSV goes to a temporary file); see :func:`finish_hey`.
+
+    ``requests`` is rounded up to a multiple of ``concurrency`` (:func:`run_size`); the run records it."""
+    requests = run_size(requests, concurrency)
     argv = hey_argv(url, requests, concurrency, qps=qps, timeout_s=timeout_s, binary=hey_binary())
     # files, not pipes: nothing can block reading them; finish_hey closes them
     out = (tempfile.TemporaryFile(), tempfile.TemporaryFile())  # noqa: SIM115
@@ -287,11 +315,19 @@ def merge(url: str, concurrency: int, runs: list[LoadRun]) -> LoadRun:
     )
     out.answers = sorted((a for r in runs for a in r.answers), key=lambda a: a.start)
     out.truncated = any(r.truncated for r in runs)
-    out.counted = sum(len(r.answers) if r.truncated else r.requests for r in runs)
+    out.counted = sum(sent(r) for r in runs)
     out.chunks = len(runs)
     out.returncode = runs[-1].returncode
     out.stderr = runs[-1].stderr
     return out
+
+
+def sent(run: LoadRun) -> int:
+    """Requests a run sent: all of them when it completed, its answers when it was cut short (the
+    requests it had in flight then are not counted as lost: hey was stopped, not the service)."""
+    if run.counted is not None:
+        return run.counted
+    return len(run.answers) if run.truncated else hey_sends(run.requests, run.concurrency)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -307,9 +343,11 @@ def percentile(sorted_values: list[float], q: float) -> float:
 class PhaseStats:
     """The figures of one load phase (what the seed's hey summary showed, plus errors)."""
 
-    requests: int  # sent (the -n bound, or answers when truncated)
+    requests: int  # sent, as hey sends them (⌊n/c⌋·c; answers when truncated)
     answered: int
-    errors: int  # no answer, or status >= 400
+    errors: int  # no_answer + bad_status
+    no_answer: int  # sent but not answered (hey's error distribution: timeouts, refused, reset)
+    bad_status: int  # answered with status >= 400
     rps: float  # requests finished (answered or failed) per second, as hey reports it
     duration_s: float
     latency_ms: dict[str, float | None]  # p50 p95 p99 mean max; None without answers
@@ -324,19 +362,19 @@ def summarize(run: LoadRun) -> PhaseStats:
     """Per-phase figures. A truncated run's unsent requests are not counted as errors."""
     lat = sorted(r.latency_ms for r in run.answers)
     bad_status = sum(1 for r in run.answers if r.status >= 400)
-    # a truncated run's unsent requests are not errors: only its answers count as sent
-    fallback = len(run.answers) if run.truncated else run.requests
-    sent = run.counted if run.counted is not None else fallback
-    errors = max(0, sent - len(run.answers)) + bad_status
+    n_sent = sent(run)
+    no_answer = max(0, n_sent - len(run.answers))
     codes: dict[str, int] = {}
     for r in run.answers:
         codes[str(r.status)] = codes.get(str(r.status), 0) + 1
     duration = run.duration_s
     return PhaseStats(
-        requests=sent,
+        requests=n_sent,
         answered=len(run.answers),
-        errors=errors,
-        rps=round(sent / duration, 1) if duration > 0 else 0.0,
+        errors=no_answer + bad_status,
+        no_answer=no_answer,
+        bad_status=bad_status,
+        rps=round(n_sent / duration, 1) if duration > 0 else 0.0,
         duration_s=round(duration, 3),
         latency_ms={
             "p50": round(percentile(lat, 50), 3) if lat else None,
@@ -350,7 +388,10 @@ def summarize(run: LoadRun) -> PhaseStats:
     )
 
 
-def during_requests(baseline_rps: float, during_s: float, minimum: int, maximum: int) -> int:
-    """How many requests make the during phase last ``during_s`` at the baseline's rate."""
+def during_requests(
+    baseline_rps: float, during_s: float, minimum: int, maximum: int, concurrency: int = 1
+) -> int:
+    """How many requests make the during phase last ``during_s`` at the baseline's rate (a multiple of
+    ``concurrency``, so that hey sends them all)."""
     wanted = math.ceil(max(baseline_rps, 1.0) * during_s)
-    return max(minimum, min(maximum, wanted))
+    return run_size(max(minimum, min(maximum, wanted)), concurrency)

@@ -95,6 +95,7 @@ def _name(ctx: Context, step: str, i: int) -> tuple[str, str]:
 
 def _load_phase(ctx: Context, rep: dict[str, Any], i: int, phase: str, n: int) -> dict[str, Any]:
     r, L = ctx.runner, ctx.runner.spec.load
+    n = hey.run_size(n, L.concurrency)  # what hey will send: a multiple of -c
     name, suffix = _name(ctx, phase, i)
     assert r.sampler is not None
     with r._step(name, f"{phase} load{suffix}: hey -n {n} -c {L.concurrency}") as st:
@@ -164,7 +165,7 @@ def _during(ctx: Context, rep: dict[str, Any], i: int, pod_name: str, node: str)
     span = L.during_s
     if ctx.last_migration_s:  # later repetitions: make room for a migration as long as the last one
         span = max(span, M.start_after_s + 1.5 * ctx.last_migration_s + 2.0)
-    n = hey.during_requests(rep["phases"]["baseline"]["rps"], span, L.requests, L.max_requests)
+    n = hey.during_requests(rep["phases"]["baseline"]["rps"], span, L.requests, L.max_requests, L.concurrency)
     if M.verify:
         rep["state_check"] = {
             "command": M.verify,
@@ -175,7 +176,9 @@ def _during(ctx: Context, rep: dict[str, Any], i: int, pod_name: str, node: str)
     title = f"during load{suffix}: hey -n {n} -c {L.concurrency}; {M.strategy.value} migration → {node}"
     with r._step(name, title) as st:
         r.sampler.tag(i, "during")
-        then = hey.during_requests(rep["phases"]["baseline"]["rps"], 2.0, L.concurrency, L.max_requests)
+        then = hey.during_requests(
+            rep["phases"]["baseline"]["rps"], 2.0, L.concurrency, L.max_requests, L.concurrency
+        )
         chain = hey.ChainedLoad(
             ctx.url, n, then, L.concurrency, qps=L.qps, timeout_s=L.request_timeout_s, max_s=L.max_phase_s
         ).start()

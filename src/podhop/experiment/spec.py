@@ -123,7 +123,9 @@ class LoadSpec(_Model):
     at most ``max_requests``); the migration's own CPU use slows the load, so it lasts
     at least that long. hey's CSV leaves out requests that got no answer, so errors are
     counted as requests sent minus answers, plus answers with status ≥ 400: that is
-    exact because every phase is bounded by count. Every run is also bounded in time
+    exact because every phase is bounded by count, and every count is rounded up to a
+    multiple of ``concurrency`` (hey's workers each send ``⌊n/c⌋``, so any other count
+    is not what hey sends). Every run is also bounded in time
     (``max_phase_s``): hey is interrupted there, and the phase is marked truncated.
     """
 

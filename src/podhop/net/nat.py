@@ -19,6 +19,24 @@ share an L2 bridge and there is no ``br_netfilter`` here, so a reply from a
 same-node endpoint would bypass the node's conntrack; service traffic is
 therefore always masqueraded (kube-proxy's ``--masquerade-all``), and
 endpoints see their node's address as the client.
+
+On the host, service traffic is translated to source addresses of its own
+(:class:`HostSources`: one for calls to VIPs, one for LoadBalancer calls on
+127.0.0.1), never the bridge address the host's direct calls to pods leave
+from. Measured (issue 9): with one shared source, a service connection and a
+direct one that happen to use the same client port have the same reply tuple
+at the endpoint, so NAT moves one of them to another port; the pod's
+``TIME_WAIT`` socket on that 4-tuple then belongs to another client socket,
+whose initial sequence number and TCP timestamp offset are unrelated (this
+kernel randomises both per connection), so about half of such SYNs fail the
+PAWS check and are dropped (the pod's ``TcpExtPAWSTimewait`` counted exactly
+the client's ``TcpExtTCPSynRetrans``), each costing the client a 1 s SYN
+retransmission. Keeping source ports unchanged is what makes ``TIME_WAIT``
+reuse safe: the endpoint's 4-tuple then always stands for one client 4-tuple.
+For the same reason ``--random-fully`` (kube-proxy's answer to simultaneous
+port races, which do not happen here: ``insert_failed`` stays 0) and masquerade
+port ranges outside the ephemeral range were measured and made it worse: they
+remap every connection.
 """
 
 from __future__ import annotations
@@ -30,6 +48,15 @@ from dataclasses import dataclass
 from podhop import sh
 
 MASQ_MARK = "0x4000/0x4000"
+
+
+@dataclass(frozen=True)
+class HostSources:
+    """The host's own source addresses for service traffic, and the interface that owns them."""
+
+    device: str
+    service: str  # masqueraded calls to a VIP
+    loopback: str  # masqueraded calls to a LoadBalancer port on 127.0.0.1
 
 
 @dataclass(frozen=True)
@@ -72,19 +99,32 @@ def _hooks(prefix: str, out_dev: str | None) -> list[tuple[str, str, list[str]]]
     ]
 
 
-def render(prefix: str, rules: list[ServiceRule], existing: dict[str, set[str]]) -> str:
+def render(
+    prefix: str,
+    rules: list[ServiceRule],
+    existing: dict[str, set[str]],
+    sources: HostSources | None = None,
+) -> str:
     """The ``iptables-restore`` input that makes our chains equal ``rules``.
 
     ``existing`` maps a table to the chain names with our prefix now present;
     those no longer needed are flushed and deleted in the same transaction.
     Services without endpoints are rejected in the filter table (as kube-proxy
-    does), so clients fail at once instead of waiting for a timeout.
+    does), so clients fail at once instead of waiting for a timeout. With
+    ``sources`` (the host) service traffic is translated to those addresses
+    rather than masqueraded to the interface's own.
     """
     nat_chains: list[str] = [f"{prefix}-SERVICES", f"{prefix}-POSTROUTING"]
-    nat: list[str] = [
-        f"-A {prefix}-POSTROUTING -m mark --mark {MASQ_MARK} -j MASQUERADE",
-        f"-A {prefix}-POSTROUTING -s 127.0.0.0/8 -j MASQUERADE",
-    ]
+    if sources is None:
+        nat: list[str] = [
+            f"-A {prefix}-POSTROUTING -m mark --mark {MASQ_MARK} -j MASQUERADE",
+            f"-A {prefix}-POSTROUTING -s 127.0.0.0/8 -j MASQUERADE",
+        ]
+    else:  # loopback first: LoadBalancer calls are marked too
+        nat = [
+            f"-A {prefix}-POSTROUTING -s 127.0.0.0/8 -j SNAT --to-source {sources.loopback}",
+            f"-A {prefix}-POSTROUTING -m mark --mark {MASQ_MARK} -j SNAT --to-source {sources.service}",
+        ]
     noep = f"{prefix}-NOENDPOINTS"
     filt: list[str] = []
     for rule in rules:
@@ -148,9 +188,25 @@ def install_hooks(prefix: str, out_dev: str | None, netns: str | None = None) ->
             sh.run(_in(netns, ["iptables", "-w", "-t", table, "-I", chain, "1", *rule]))
 
 
-def sync(prefix: str, rules: list[ServiceRule], netns: str | None = None) -> None:
-    """Make the cluster's service chains in ``netns`` match ``rules`` in one atomic transaction."""
-    text = render(prefix, rules, our_chains(prefix, netns))
+def ensure_addresses(sources: HostSources) -> None:
+    """Give ``sources.device`` the host's service source addresses (/32, idempotent).
+
+    They live on the cluster bridge, so deleting the cluster removes them with it; checked on every
+    sync (one ``ip`` call), since a bridge of the same name may have been deleted and made again."""
+    shown = sh.run(["ip", "-4", "-o", "addr", "show", "dev", sources.device]).stdout
+    for ip in (sources.service, sources.loopback):
+        if f" {ip}/" not in shown:
+            sh.run(["ip", "addr", "add", f"{ip}/32", "dev", sources.device])
+
+
+def sync(
+    prefix: str, rules: list[ServiceRule], netns: str | None = None, sources: HostSources | None = None
+) -> None:
+    """Make the cluster's service chains in ``netns`` match ``rules`` in one atomic transaction
+    (on the host, with ``sources``: its service source addresses, added first if missing)."""
+    if sources is not None:
+        ensure_addresses(sources)
+    text = render(prefix, rules, our_chains(prefix, netns), sources)
     sh.run(_in(netns, ["iptables-restore", "-w", "--noflush"]), input=text)
 
 

@@ -173,8 +173,9 @@ def _rmse(x: F64, y: F64, beta: F64) -> float:
 
 
 def fit(samples: Sequence[Sample], base: MigrationCostModel | None = None) -> FitResult:
-    """Fit ``base`` (default: the default model) to ``samples``; strategies without samples keep theirs."""
-    model = base or MigrationCostModel()
+    """Fit ``base`` (default: the assumed priors, so that refitting the shipped benchmark results gives
+    the shipped model) to ``samples``; strategies without samples keep theirs."""
+    model = base or MigrationCostModel.priors()
     if not samples:
         raise CalibrationError(
             "no migrations found in the results",

@@ -22,22 +22,34 @@ endpoint switch); ``d1``/``t1`` the fraction of the state that crosses the link
 while the pod is frozen / during the whole migration; ``d2``/``t2`` per-MiB
 dump and restore work that does not depend on the link.
 
-Defaults come from runs on these machines (shared notes): a cold migration of
-NGINX dumped in 390 ms, restored in 303 ms and switched endpoints in 24 ms for
-a 5.3 MB image; post-copy restored in 233 ms without memory in the image;
-clone keeps the source serving, so users only see the switch. Pre-copy's
-default assumes a fifth of memory is dirty at the final dump (on kernels
-without soft-dirty it is all of it — ``podhop calibrate`` will find that).
-:meth:`MigrationCostModel.fit` re-estimates the six coefficients per strategy
-by non-negative least squares, pulled gently towards the defaults so that a
-handful of samples cannot produce nonsense (see :mod:`podhop.policies.calibration`).
+The defaults are *measured*: ``data/cost-model.json`` in this package is
+``podhop calibrate benchmarks/results/migration.json`` (``make cost-model``
+rewrites it; a unit test checks that it is what the shipped results give).
+Calibration starts from :data:`PRIOR_COSTS`, figures assumed from runs noted
+by hand (a cold NGINX move dumped in 390 ms, restored in 303 ms and switched
+endpoints in 24 ms for a 5.3 MB image; post-copy restored in 233 ms without
+memory in the image; clone's users only see the switch; pre-copy with a
+fifth of memory dirty at the final dump), and :meth:`MigrationCostModel.fit`
+re-estimates the six coefficients per strategy by non-negative least squares,
+pulled gently towards those priors so that a handful of samples cannot produce
+nonsense (see :mod:`podhop.policies.calibration`). Pre-copy is refused on this
+kernel (no soft-dirty tracking), so it has no measurement and keeps its prior.
+
+:data:`DEFAULT_STRATEGY` is ``cold``, the strategy plans are priced with when
+none is named. It runs here (pre-copy does not), keeps the pod's state exactly
+(clone does not: it is for stateless replicas), and until its endpoint switch
+any failure leaves the source serving; post-copy's downtime is lower for large
+memory, but once its target runs, a lost link or source loses the pod, a risk
+an edge link makes real. ``podhop rebalance`` defaults to the same strategy.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, get_args, overload
 
@@ -46,6 +58,8 @@ from numpy.typing import NDArray
 
 Strategy: TypeAlias = Literal["cold", "clone", "postcopy", "precopy"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+#: Strategy plans are priced with when none is named (see the module's doc for why).
+DEFAULT_STRATEGY: Strategy = "cold"
 MIB = 2**20
 F64: TypeAlias = NDArray[np.float64]
 
@@ -85,7 +99,8 @@ class StrategyCost:
     total: Coefficients
 
 
-DEFAULT_COSTS: dict[str, StrategyCost] = {
+#: Assumed coefficients: calibration's starting point and pull (not the defaults: see DEFAULT_COSTS).
+PRIOR_COSTS: dict[str, StrategyCost] = {
     # freeze + dump (390) + restore (303) + switch (24); everything crosses the link frozen
     "cold": StrategyCost(Coefficients(720.0, 1.0, 2.0), Coefficients(900.0, 1.0, 2.0)),
     # make-before-break: users only see the endpoint switch
@@ -96,17 +111,48 @@ DEFAULT_COSTS: dict[str, StrategyCost] = {
     "precopy": StrategyCost(Coefficients(720.0, 0.2, 0.4), Coefficients(1100.0, 1.2, 2.4)),
 }
 
+SHIPPED_MODEL = "cost-model.json"
+
+
+def _parse_costs(data: Mapping[str, Any], base: Mapping[str, StrategyCost]) -> dict[str, StrategyCost]:
+    strategies = dict(base)
+    for name, cost in cast(Mapping[str, Any], data.get("strategies", {})).items():
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown migration strategy {name!r} in cost model")
+        strategies[name] = StrategyCost(Coefficients(**cost["downtime"]), Coefficients(**cost["total"]))
+    return strategies
+
+
+@functools.cache
+def _shipped() -> dict[str, StrategyCost]:
+    text = resources.files("podhop.policies").joinpath("data", SHIPPED_MODEL).read_text()
+    return _parse_costs(cast(Mapping[str, Any], json.loads(text)), PRIOR_COSTS)
+
+
+def shipped_costs() -> dict[str, StrategyCost]:
+    """The measured coefficients shipped in ``podhop/policies/data/cost-model.json``."""
+    return dict(_shipped())
+
+
+#: The default coefficients: measured (``data/cost-model.json``), pre-copy's assumed.
+DEFAULT_COSTS: dict[str, StrategyCost] = shipped_costs()
+
 
 @dataclass(frozen=True)
 class MigrationCostModel:
     """Predicts ``(downtime_ms, transfer_ms)`` of a migration (see the module docstring).
 
-    ``strategies`` maps each strategy to its coefficients (default: :data:`DEFAULT_COSTS`);
+    ``strategies`` maps each strategy to its coefficients (default: :data:`DEFAULT_COSTS`, measured);
     ``default_bandwidth_bps`` is used when a link's bandwidth is unknown (default 1 Gbit/s).
     """
 
     strategies: Mapping[str, StrategyCost] = field(default_factory=lambda: dict(DEFAULT_COSTS))
     default_bandwidth_bps: float = 1e9
+
+    @classmethod
+    def priors(cls) -> MigrationCostModel:
+        """The assumed model calibration starts from (:data:`PRIOR_COSTS`)."""
+        return cls(dict(PRIOR_COSTS))
 
     def cost(self, strategy: str) -> StrategyCost:
         try:
@@ -122,22 +168,24 @@ class MigrationCostModel:
         return 8.0 * state_bytes / bw * 1000.0, state_bytes / MIB
 
     def predict(
-        self, state_bytes: float, bandwidth_bps: float | None = None, strategy: str = "precopy"
+        self, state_bytes: float, bandwidth_bps: float | None = None, strategy: str = DEFAULT_STRATEGY
     ) -> tuple[float, float]:
         """Predicted ``(downtime_ms, transfer_ms)`` for ``state_bytes`` over a ``bandwidth_bps`` link."""
         cost = self.cost(strategy)
         wire, mib = self.features(state_bytes, bandwidth_bps)
-        return max(0.0, cost.downtime(wire, mib)), max(0.0, cost.total(wire, mib))
+        down = max(0.0, cost.downtime(wire, mib))
+        return down, max(down, cost.total(wire, mib))  # fitted lines may cross: downtime is part of it
 
     def predict_many(
-        self, state_bytes: F64, bandwidth_bps: F64, strategy: str = "precopy"
+        self, state_bytes: F64, bandwidth_bps: F64, strategy: str = DEFAULT_STRATEGY
     ) -> tuple[F64, F64]:
         """Vectorised :meth:`predict` (bandwidth ``<= 0`` means unknown)."""
         cost = self.cost(strategy)
         bw = np.where(bandwidth_bps > 0, bandwidth_bps, self.default_bandwidth_bps)
         wire = 8.0 * state_bytes / bw * 1000.0
         mib = state_bytes / MIB
-        return np.maximum(cost.downtime(wire, mib), 0.0), np.maximum(cost.total(wire, mib), 0.0)
+        down = np.maximum(cost.downtime(wire, mib), 0.0)
+        return down, np.maximum(cost.total(wire, mib), down)
 
     def replace(self, updates: Mapping[str, StrategyCost]) -> MigrationCostModel:
         return MigrationCostModel({**self.strategies, **updates}, self.default_bandwidth_bps)
@@ -157,11 +205,7 @@ class MigrationCostModel:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MigrationCostModel:
         """Inverse of :meth:`to_dict`; strategies left out keep their defaults."""
-        strategies = dict(DEFAULT_COSTS)
-        for name, cost in cast(Mapping[str, Any], data.get("strategies", {})).items():
-            if name not in STRATEGIES:
-                raise ValueError(f"unknown migration strategy {name!r} in cost model")
-            strategies[name] = StrategyCost(Coefficients(**cost["downtime"]), Coefficients(**cost["total"]))
+        strategies = _parse_costs(data, DEFAULT_COSTS)
         bw = float(data.get("default_bandwidth_bps", 1e9))
         return cls(strategies, bw)
 

@@ -64,7 +64,7 @@ import highspy
 import numpy as np
 
 from podhop.errors import PodhopError
-from podhop.policies.costmodel import MigrationCostModel, Strategy
+from podhop.policies.costmodel import DEFAULT_STRATEGY, MigrationCostModel, Strategy
 from podhop.policies.objective import Weights, evaluate, migration_penalty_ms, move_costs
 from podhop.policies.scorers import State
 from podhop.policies.snapshot import CPU, F64, I64, MEM, Arrays, Bools
@@ -190,7 +190,7 @@ def solve(
     arrays: Arrays,
     weights: Weights | None = None,
     cost_model: MigrationCostModel | None = None,
-    strategy: Strategy = "precopy",
+    strategy: Strategy = DEFAULT_STRATEGY,
     options: IlpOptions | None = None,
     starts: Sequence[I64] = (),
 ) -> IlpResult:

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from podhop.policies.costmodel import MigrationCostModel, Strategy
+from podhop.policies.costmodel import DEFAULT_STRATEGY, MigrationCostModel, Strategy
 from podhop.policies.snapshot import CPU, F64, I64, Arrays
 
 
@@ -131,7 +131,7 @@ def evaluate(
     assign: I64 | None = None,
     weights: Weights | None = None,
     cost_model: MigrationCostModel | None = None,
-    strategy: Strategy = "precopy",
+    strategy: Strategy = DEFAULT_STRATEGY,
 ) -> Breakdown:
     """Score an assignment (default: the current one) with the shared objective."""
     w = weights or Weights()

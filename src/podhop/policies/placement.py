@@ -61,7 +61,10 @@ from podhop.policies.scorers import (
 )
 from podhop.policies.snapshot import CPU, F64, I64, MEM, UNPLACED, Arrays, Bools
 
-__all__ = ["ALL", "NEG", "SCORERS", "PlacementError", "Scorer", "State", "best_node", "get_scorer", "place"]
+__all__ = [
+    "ALL", "NEG", "SCORERS", "PlacementError", "Scorer", "State",
+    "best_node", "could_fit", "get_scorer", "place",
+]
 
 Mode: TypeAlias = Literal["auto", "exact", "fast"]
 WINDOW = 256
@@ -93,11 +96,17 @@ def place(
     Returns the new assignment of every container and, per container, the score of its node.
     """
     sc = get_scorer(scorer)
-    st = State(arrays, assign)
-    todo = np.flatnonzero(st.assign < 0) if containers is None else np.asarray(containers, dtype=np.int64)
-    scores = np.full(arrays.n_containers, np.nan)
     if mode not in ("auto", "exact", "fast"):
         raise PlacementError(f"unknown placement mode {mode!r} (auto, exact or fast)")
+    initial = (arrays.node if assign is None else assign).copy()
+    todo = np.flatnonzero(initial < 0) if containers is None else np.asarray(containers, dtype=np.int64)
+    scores = np.full(arrays.n_containers, np.nan)
+    # capacity only shrinks within a round: what fits nowhere now never will (a full cluster's pending
+    # containers stay pending: checked at once instead of against every node, step after step)
+    todo = todo[could_fit(arrays, arrays.requested(initial), arrays.pods(initial), todo)]
+    if not len(todo):
+        return initial, scores
+    st = State(arrays, initial)
     fast = mode == "fast" or (mode == "auto" and len(todo) * arrays.n_nodes > FAST_ABOVE)
     if sc.exact_only or not fast or arrays.n_nodes <= FAST_MIN_NODES:
         for start in range(0, len(todo), LATENCY_CHUNK):
@@ -113,6 +122,31 @@ def place(
         return st.assign, np.floor(scores) if sc.integer else scores
     _place_fast(st, sc, todo, scores)
     return st.assign, np.floor(scores) if sc.integer else scores
+
+
+def could_fit(a: Arrays, requested: I64, pods: I64, cs: I64) -> Bools:
+    """Whether each container fits some node now (``NodeResourcesFit`` on CPU, memory and pod count),
+    in O((nodes + containers) log nodes): nodes sorted by free CPU, the most free memory among those
+    with at least a container's CPU. Containers limited to some nodes are left to the exact check.
+
+    Why: a full cluster keeps its pending containers pending, and scoring each against every node,
+    step after step, was most of the simulator's time (least-allocated: 19.8 s of a 100-step run)."""
+    free = (a.capacity - requested)[pods < a.max_pods].astype(np.float64)  # nodes with a pod slot
+    if len(cs) == 0 or len(free) == 0:
+        return np.isin(cs, np.fromiter(a.allowed, dtype=np.int64, count=len(a.allowed)))
+    order = np.argsort(free[:, CPU], kind="stable")
+    cpu_sorted = free[order, CPU]
+    mem_suffix_max = np.maximum.accumulate(free[order, MEM][::-1])[::-1]
+    req = a.requests[cs].astype(np.float64)
+    need_cpu = np.where(req[:, CPU] == 0, -np.inf, req[:, CPU])  # a zero request fits anywhere
+    need_mem = np.where(req[:, MEM] == 0, -np.inf, req[:, MEM])
+    first = np.searchsorted(cpu_sorted, need_cpu, side="left")
+    has = first < len(free)
+    ok = np.zeros(len(cs), dtype=np.bool_)
+    ok[has] = mem_suffix_max[first[has]] >= need_mem[has]
+    if a.allowed:
+        ok |= np.isin(cs, np.fromiter(a.allowed, dtype=np.int64, count=len(a.allowed)))
+    return ok
 
 
 def _batch_size(n_nodes: int) -> int:
@@ -211,6 +245,8 @@ def _pair(st: State, sc: Scorer, cs: I64, top: I64) -> I64:
     requests go to larger nodes (a request costs a large node a smaller fraction — pairing sorted
     sizes with sorted capacities minimises the total); for balanced, cpu-heavy requests go to
     memory-heavy nodes."""
+    if not len(top):
+        return cs
     cap = st.a.capacity[top].astype(np.float64)
     scale = np.maximum(cap.mean(axis=0), 1.0)
     req = st.a.requests[cs] / scale

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from podhop.policies.costmodel import MigrationCostModel, Strategy
+from podhop.policies.costmodel import DEFAULT_STRATEGY, MigrationCostModel, Strategy
 from podhop.policies.objective import Breakdown, Weights, evaluate, move_costs
 from podhop.policies.snapshot import F64, I64, Arrays
 
@@ -142,7 +142,7 @@ def make_plan(
     arrays: Arrays,
     decision: Decision,
     cost_model: MigrationCostModel | None = None,
-    strategy: Strategy = "precopy",
+    strategy: Strategy = DEFAULT_STRATEGY,
     weights: Weights | None = None,
 ) -> Plan:
     """Turn a :class:`Decision` into a :class:`Plan` with predicted costs and objective."""

@@ -41,7 +41,7 @@ import numpy as np
 
 from podhop.errors import PodhopError
 from podhop.policies import triggers
-from podhop.policies.costmodel import MigrationCostModel, Strategy
+from podhop.policies.costmodel import DEFAULT_STRATEGY, MigrationCostModel, Strategy
 from podhop.policies.ilp import IlpOptions, solve
 from podhop.policies.objective import Weights
 from podhop.policies.placement import State, place
@@ -59,7 +59,7 @@ class Context:
 
     cost_model: MigrationCostModel = field(default_factory=MigrationCostModel)
     weights: Weights = field(default_factory=Weights)
-    strategy: Strategy = "precopy"
+    strategy: Strategy = DEFAULT_STRATEGY
 
 
 TRIGGERS: dict[str, Callable[..., triggers.Reasons]] = {

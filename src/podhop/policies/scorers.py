@@ -14,9 +14,19 @@ documented in :mod:`~podhop.policies.scoring`, integer truncation included):
 (MostAllocated), ``balanced`` (``NodeResourcesBalancedAllocation``); and
 ``first-fit`` (first node in natural name order), ``best-fit`` (least capacity
 left, as the sum of the cpu and memory fractions left after placing),
-``worst-fit`` (most left) and ``latency-aware`` (lowest rate-weighted mean
-latency of the container's users, Oleghe's (IEEE Access 9, 2021) edge
-placement criterion; ties go to the least-allocated node).
+``worst-fit`` (most left) and ``latency-aware`` (lowest expected latency of
+the container's users, Oleghe's (IEEE Access 9, 2021) edge placement
+criterion; ties go to the least-allocated node).
+
+``latency-aware`` counts the load it puts on a node, as edge placement models
+do (queueing at the edge server, e.g. M/M/1 response times): a user's expected
+latency from node *n* is its network latency (access + path) plus the node's
+response time ``SERVICE_MS / (1 − ρ)``, where ρ is the node's CPU utilisation
+*with* the container on it (measured usage over capacity, capped at
+``MAX_UTILISATION``), the same queueing term the simulator charges. Without it
+the policy packed services next to their users until those nodes overloaded
+(on ``examples/sim-edge.yaml``: mean 52.0 ms against least-allocated's 22.7 ms,
+35 % of requests over the SLA).
 
 Ties are broken as in ``scoring``: fewer pods first, then natural name order.
 They are folded into one float per (container, node) — the integer score plus
@@ -152,14 +162,36 @@ def _first_fit(st: State, req: I64, nz: I64, cs: I64 | None, nodes: Nodes) -> F6
     return np.broadcast_to(rank, np.broadcast_shapes(req.shape[:-1], rank.shape))
 
 
+#: The M/M/1-like response time of an idle node (ms) and the utilisation it is capped at (the
+#: simulator's ``service_ms`` and ``max_utilisation`` defaults).
+SERVICE_MS = 5.0
+MAX_UTILISATION = 0.95
+
+
+def response_ms(usage_cpu: F64, cpu_cap: F64) -> F64:
+    """``SERVICE_MS / (1 − ρ)`` with ρ = usage / capacity, capped at ``MAX_UTILISATION``."""
+    rho = np.divide(usage_cpu, cpu_cap, out=np.full(np.shape(usage_cpu), MAX_UTILISATION), where=cpu_cap > 0)
+    return np.asarray(SERVICE_MS / (1.0 - np.clip(rho, 0.0, MAX_UTILISATION)), dtype=np.float64)
+
+
 def _latency(st: State, req: I64, nz: I64, cs: I64 | None, nodes: Nodes) -> F64:
     spread = _least(st, req, nz, cs, nodes) / MAX_NODE_SCORE * 1e-3
     if cs is None:
         return spread
     known = [st.latency.get(c) for c in cs.tolist()]
     lat = np.array(known) if all(row is not None for row in known) else st.a.container_latency(cs)
-    picked = lat[:, nodes] if req.ndim == 3 else lat[np.arange(len(cs)), nodes]
-    return np.asarray(-picked + spread, dtype=np.float64)
+    cap = st.a.capacity[nodes, CPU].astype(np.float64)
+    load = st.usage[nodes, CPU]
+    own = st.a.usage[cs, CPU]
+    if req.ndim == 3:  # (containers, nodes): each container added to each node
+        picked = lat[:, nodes]
+        queue = response_ms(load[None, :] + own[:, None], np.broadcast_to(cap, picked.shape))
+    else:  # one node per container
+        picked = lat[np.arange(len(cs)), nodes]
+        queue = response_ms(load + own, cap)
+    has_users = np.any(lat > 0, axis=1)  # a container nobody calls waits on no queue
+    queue = np.where(has_users[:, None] if req.ndim == 3 else has_users, queue, 0.0)
+    return np.asarray(-(picked + queue) + spread, dtype=np.float64)
 
 
 # --- fast mode's node order for a batch: higher first ------------------------------------------------

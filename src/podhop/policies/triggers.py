@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from podhop.policies.costmodel import MigrationCostModel, Strategy
+from podhop.policies.costmodel import DEFAULT_STRATEGY, MigrationCostModel, Strategy
 from podhop.policies.scorers import ALL, NEG, State
 from podhop.policies.snapshot import CPU, F64, I64, MEM
 
@@ -124,20 +124,47 @@ def high_node_utilization(
     targets = ~np.all(pct < np.array(thresholds), axis=1)
     if not under.any() or not targets.any():
         return {}
-    cap = st.a.capacity.astype(np.float64)
+    cap = np.where(st.a.capacity > 0, st.a.capacity, 1).astype(np.float64)
     reasons: Reasons = {}
     sources = np.flatnonzero(under)
-    for node in sources[np.argsort(pct[sources].sum(axis=1), kind="stable")].tolist():
-        for c in _movable(st, node).tolist():
-            if max_moves is not None and len(reasons) >= max_moves:
-                return reasons
-            after = 100.0 * (st.usage + st.a.usage[c]) / np.where(cap > 0, cap, 1.0)
-            ok = _fits(st, c) & targets & np.all(after <= limit, axis=1)
-            if not ok.any():
-                continue
-            target = int(np.argmax(np.where(ok, _percent(st).sum(axis=1), NEG)))
-            st.place(c, target)
-            reasons[c] = f"high-utilization: {st.a.node_names[node]} underutilized, packing"
+    order = sources[np.argsort(pct[sources].sum(axis=1), kind="stable")]
+    # every candidate in the order the descheduler visits them: source nodes, then pods on each
+    rank = np.full(st.a.n_nodes, -1, dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    on = np.flatnonzero(st.a.movable & (st.assign >= 0))
+    on = on[rank[st.assign[on]] >= 0]
+    cands = on[np.lexsort((on, rank[st.assign[on]]))].astype(np.int64)  # by source node, then index
+    origin = st.assign[cands].copy()
+    i = 0
+    while i < len(cands):
+        if max_moves is not None and len(reasons) >= max_moves:
+            return reasons
+        # the first candidate from i on that has a target: all before it fail as they would one by
+        # one (nothing changes until a move), so a vectorised look is exact and skips them at once;
+        # first a necessary condition per resource (the most room any target has), then the full check
+        slot = targets & (st.pods < st.a.max_pods)
+        if not slot.any():
+            break
+        room = (st.a.capacity - st.requested)[slot].max(axis=0)
+        head = (limit * cap / 100.0 - st.usage)[slot].max(axis=0)
+        req, use = st.a.requests[cands[i:]], st.a.usage[cands[i:]]
+        maybe = np.flatnonzero(np.all((req == 0) | (req <= room), axis=1) & np.all(use <= head, axis=1))
+        if not len(maybe):
+            break
+        i += int(maybe[0])
+        chunk = cands[i : i + 256]
+        after = 100.0 * (st.usage[None, :, :] + st.a.usage[chunk][:, None, :]) / cap[None, :, :]
+        ok = st.fits(chunk, ALL) & targets[None, :] & np.all(after <= limit, axis=2)
+        ok[np.arange(len(chunk)), st.assign[chunk]] = False  # never onto its own node
+        rows = np.flatnonzero(ok.any(axis=1))
+        if not len(rows):
+            i += len(chunk)
+            continue
+        c, node = int(chunk[rows[0]]), int(origin[i + rows[0]])
+        target = int(np.argmax(np.where(ok[rows[0]], _percent(st).sum(axis=1), NEG)))
+        st.place(c, target)
+        reasons[c] = f"high-utilization: {st.a.node_names[node]} underutilized, packing"
+        i += int(rows[0]) + 1
     return reasons
 
 
@@ -171,7 +198,7 @@ def mobility(
     candidates: int = 64,
     horizon_s: float = 60.0,
     cost_model: MigrationCostModel | None = None,
-    strategy: Strategy = "precopy",
+    strategy: Strategy = DEFAULT_STRATEGY,
 ) -> Reasons:
     """Follow users who changed nearest node: move their container where its users are closest,
     if the gain is worth the downtime (``gain_ms · horizon_s ≥ d[s] · d[ms]``).

@@ -124,7 +124,7 @@ def seed_table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         (
             "Failed requests",
             "; ".join(failed) or "n/a",
-            "hey: sent − answered + status ≥ 400; probe: failed attempts",
+            "hey: sent (⌊n/c⌋·c, as hey's workers send) − answered + status ≥ 400; probe: failed attempts",
         )
     )
     if many:
@@ -174,13 +174,29 @@ def seed_table(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _errors(p: dict[str, Any]) -> str:
+    """A phase's errors, split as hey counts them: sent without an answer, answered with status ≥ 400."""
+    if "no_answer" not in p:  # results written before the split
+        return str(p["errors"])
+    if not p["errors"]:
+        return "0"
+    return f"{p['errors']} ({p['no_answer']} no answer, {p['bad_status']} status ≥ 400)"
+
+
+def _codes(p: dict[str, Any]) -> str:
+    """hey's status code distribution of a phase, e.g. ``200×9990, 502×10``."""
+    codes = p.get("status_codes") or {}
+    return ", ".join(f"{code}×{n}" for code, n in codes.items()) or "none"
+
+
 def phase_rows(reps: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """One row per repetition and load phase: hey's figures and the probe's."""
     headers = [
         "Rep",
         "Phase",
-        "Requests",
+        "Sent",
         "Errors",
+        "Status codes",
         "req/s",
         "p50",
         "p95",
@@ -203,7 +219,8 @@ def phase_rows(reps: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
                     str(r["index"]),
                     ph + (" (truncated)" if p.get("truncated") else ""),
                     str(p["requests"]),
-                    str(p["errors"]),
+                    _errors(p),
+                    _codes(p),
                     f"{p['rps']:.0f}",
                     fmt_ms(lat["p50"]),
                     fmt_ms(lat["p95"]),

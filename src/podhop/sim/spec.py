@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from podhop.errors import ManifestError
 from podhop.objects.quantity import parse_cpu, parse_memory
-from podhop.policies.costmodel import Strategy
+from podhop.policies.costmodel import DEFAULT_STRATEGY, Strategy
 from podhop.policies.registry import POLICIES
 
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(bit|bps)?(?:/s)?\s*")
@@ -163,8 +163,8 @@ class SimSpec(_Model):
     rebalance_every: int = Field(default=1, ge=1)  # steps between migration decisions
     ilp_every: int = Field(default=10, ge=1)  # steps between ILP re-optimisations
     max_migrations_per_step: int | None = 50  # cap for triggers that accept one
-    strategy: Strategy = "precopy"
-    cost_model: Path | None = None  # JSON from `podhop calibrate` (default: built-in coefficients)
+    strategy: Strategy = DEFAULT_STRATEGY
+    cost_model: Path | None = None  # JSON from `podhop calibrate` (default: the measured, shipped one)
     sla_ms: float = Field(default=50.0, gt=0)  # a request slower than this violates the SLA
     service_ms: float = Field(default=5.0, ge=0)  # processing time on an idle node
     max_utilisation: float = Field(default=0.95, gt=0, lt=1)  # queueing delay is capped at this utilisation

@@ -9,6 +9,8 @@ these prefixes.
 Address plan of cluster *k* (``10.(200+k).0.0/16``):
 
 - ``10.X.0.1/24`` the host end of the cluster bridge ``ph<k>br``; node *i* is ``10.X.0.(10+i)``;
+- ``10.X.0.2`` and ``10.X.0.3`` host addresses that only service traffic leaves from (masqueraded
+  calls to a VIP, and to a LoadBalancer port on 127.0.0.1): see :mod:`podhop.net.nat`;
 - ``10.X.i.0/24`` the pod CIDR of node *i* (gateway ``10.X.i.1`` on the node's ``cbr0``);
 - ``10.X.250.0/24`` service virtual IPs.
 """
@@ -45,6 +47,16 @@ class Layout:
     @property
     def bridge_ip(self) -> str:
         return f"10.{self.octet}.0.1"
+
+    @property
+    def service_source_ip(self) -> str:
+        """Source of the host's masqueraded calls to service VIPs (never of a direct call to a pod)."""
+        return f"10.{self.octet}.0.2"
+
+    @property
+    def loopback_source_ip(self) -> str:
+        """Source of the host's masqueraded calls to LoadBalancer ports on 127.0.0.1."""
+        return f"10.{self.octet}.0.3"
 
     @property
     def chain_prefix(self) -> str:

@@ -121,10 +121,12 @@ def sync(cluster: LocalCluster) -> None:
     lock = cluster.store.lock_path(f"{cluster.name}.services")
     with locks.hold(lock, f"the services of cluster {cluster.name}"):
         current = rules(cluster)
-        prefix = cluster.layout.chain_prefix
+        lay = cluster.layout
+        prefix = lay.chain_prefix
+        host = nat.HostSources(lay.bridge, lay.service_source_ip, lay.loopback_source_ip)
         namespaces: list[str | None] = [None, *(n.netns for n in cluster.nodes())]
         with ThreadPoolExecutor(max_workers=8) as pool:  # one iptables-restore per namespace, in parallel
-            list(pool.map(lambda ns: nat.sync(prefix, current, ns), namespaces))
+            list(pool.map(lambda ns: nat.sync(prefix, current, ns, host if ns is None else None), namespaces))
 
 
 def allocate_cluster_ip(cluster: LocalCluster) -> str:
