@@ -362,7 +362,7 @@ def test_transfer_ends_refuse_strangers(make_cluster: Callable[..., LocalCluster
         seen["page server from host"] = connect_from(None, dst.ip, mv.page_server_port, b"hello")
         seen["page server from another node"] = connect_from(third.netns, dst.ip, mv.page_server_port, b"x")
 
-    opts = Options(measure_resources=False, on_phase=probe_receivers)
+    opts = Options(measure_resources=False, on_phase=probe_receivers, stream_pages_from_b=0)
     report = migrate(cluster, "web", "node-2", "cold", options=opts)
     print(f"\n{seen}")
     assert report["target_node"] == "node-2"  # the real sender still got through
@@ -391,7 +391,13 @@ def test_page_server_refuses_a_client_without_the_migration_key(
             seen["intruder"] = connect_from(src.netns, dst.ip, m.driver.moves[0].page_server_port, hello)
 
     with pytest.raises(MigrationError) as err:
-        migrate(cluster, "web", "node-2", "cold", options=Options(measure_resources=False, on_phase=intrude))
+        migrate(
+            cluster,
+            "web",
+            "node-2",
+            "cold",
+            options=Options(measure_resources=False, on_phase=intrude, stream_pages_from_b=0),
+        )
     print(f"\n{seen}: {err.value}")
     assert seen["intruder"] != "answered"  # no TLS session, no data
     (after,) = cluster.store.pods(cluster.name)

@@ -39,6 +39,7 @@ from podhop.migrate.plan import MigrationError
 from podhop.migrate.probe import Probe, request_for, summarize
 from podhop.net import netns
 from podhop.runtime import cgroups, criu
+from podhop.runtime.mounts import mount_table
 from podhop.sh import default_sigint
 from podhop.store import PodRecord
 
@@ -201,9 +202,18 @@ class Recorder:
 
 
 def opts(
-    hook: Recorder | None = None, timeout_s: float = 60.0, probe: bool = True, resources: bool = False
+    hook: Recorder | None = None,
+    timeout_s: float = 60.0,
+    probe: bool = True,
+    resources: bool = False,
+    stream_pages: bool = False,
 ) -> Options:
-    return Options(timeout_s=timeout_s, probe=probe, measure_resources=resources, on_phase=hook)
+    """``stream_pages``: memory goes to a page server on the target whatever the container's size
+    (by default only from 64 MiB)."""
+    o = Options(timeout_s=timeout_s, probe=probe, measure_resources=resources, on_phase=hook)
+    if stream_pages:
+        o.stream_pages_from_b = 0
+    return o
 
 
 def assert_source_intact(
@@ -393,6 +403,7 @@ def test_each_strategy_moves_a_pod_with_its_memory(
     assert cgroups.leftovers(cgroups.relpath(cluster.name, pod.node, pod.sandbox)) == []
     assert checkpoint_debris(cluster) == []
     assert not (Path(moved.containers[0].bundle) / "checkpoint").exists()
+    assert [m for m in mount_table() if m[1] == "tmpfs" and "/checkpoint" in m[0]] == []  # images in memory
     if strategy == "cold":
         freed = report["resources_freed"]
         assert freed["node"] == pod.node and freed["pod_memory_b"] > 0
@@ -654,7 +665,7 @@ def test_link_cut_before_dump_keeps_source(make_cluster: Callable[..., LocalClus
     hook = Recorder(at={"dump": link_down(cluster, target)})
     try:
         with pytest.raises(MigrationError) as err:
-            migrate(cluster, pod.name, target, "cold", options=opts(hook, timeout_s=6))
+            migrate(cluster, pod.name, target, "cold", options=opts(hook, timeout_s=6, stream_pages=True))
         assert_source_intact(cluster, pod, target, hook.migration, vip)
     finally:
         sh("ip", "link", "set", veth, "up")
@@ -785,10 +796,17 @@ def full_disk(path: Path) -> Iterator[None]:
             subprocess.run(["umount", str(path)], check=False, timeout=30)
 
 
+def wrote_files(pod: PodRecord, size: int = 1 << 20) -> None:
+    """The pod's container wrote ``size`` bytes of files (its root filesystem's changes grow by them):
+    they must reach the target's disk, whereas checkpoint images travel in memory."""
+    (Path(pod.containers[0].bundle) / "upper" / "written-by-the-app.bin").write_bytes(os.urandom(size))
+
+
 @pytest.mark.parametrize("strategy", ["cold", "clone", "postcopy"])
 def test_target_without_disk_keeps_source(make_cluster: Callable[..., LocalCluster], strategy: str) -> None:
     cluster = make_cluster(nodes=2)
     pod, vip = deploy_redis(cluster)
+    wrote_files(pod)
     target = other_node(cluster, pod.node)
     pods_dir = cluster.node_dir(target) / "pods"
     hook = Recorder()
@@ -807,13 +825,14 @@ def test_target_without_disk_keeps_source(make_cluster: Callable[..., LocalClust
 @pytest.mark.parametrize(
     "strategy",
     [
-                    "cold",
-        "postcopy",  # the images go through the transfer, whose receiver reports the disk error
+        "cold",
+        "postcopy",  # the files go through the transfer, whose receiver reports the disk error
     ],
 )
 def test_full_target_disk_error_says_so(make_cluster: Callable[..., LocalCluster], strategy: str) -> None:
     cluster = make_cluster(nodes=2)
     pod, _ = deploy_redis(cluster)
+    wrote_files(pod)
     target = other_node(cluster, pod.node)
     with full_disk(cluster.node_dir(target) / "pods"), pytest.raises(MigrationError) as err:
         migrate(cluster, pod.name, target, strategy, options=opts(probe=False))
@@ -946,7 +965,7 @@ def test_timeout_during_dump_says_timed_out(make_cluster: Callable[..., LocalClu
 
     hook = Recorder(at={"dump": stall})
     with pytest.raises(MigrationError) as err:
-        migrate(cluster, pod.name, target, strategy, options=opts(hook))
+        migrate(cluster, pod.name, target, strategy, options=opts(hook, stream_pages=True))
     print(f"\n{err.value}")
     assert err.value.phase == "dump"
     assert "timed out" in str(err.value), str(err.value)

@@ -65,6 +65,31 @@ def test_criu_wrapper_works(first_setup: SetupRun) -> None:
     assert oct(wrapper.stat().st_mode & 0o777) == oct(0o755)
 
 
+def test_criu_loads_its_kernel_feature_cache(first_setup: SetupRun, tmp_path: Path) -> None:
+    """Setup leaves CRIU's kdat cache for this boot, and CRIU (through the wrapper) loads it."""
+    from podhop.runtime import criu
+
+    assert criu.kdat_cache_fresh()
+    log = tmp_path / "check.log"
+    sh.run([str(paths().criu_wrapper), "check", "-v4", "-o", str(log)], timeout=60)
+    assert f"Loaded kdat cache from {criu.KDAT_CACHE}" in log.read_text()
+
+
+def test_criu_wrapper_drops_a_cache_of_another_boot(first_setup: SetupRun, tmp_path: Path) -> None:
+    """A cache stamped with another boot's id goes before CRIU reads it; podhop makes it again."""
+    from podhop.runtime import criu
+
+    criu.KDAT_BOOT.write_text("an-earlier-boot\n")
+    try:
+        log = tmp_path / "check.log"
+        sh.run([str(paths().criu_wrapper), "check", "-v4", "-o", str(log)], timeout=60)
+        assert "Loaded kdat cache" not in log.read_text()
+        assert not criu.KDAT_CACHE.exists()
+    finally:
+        assert criu.ensure_kdat_cache(paths().criu_wrapper)
+    assert criu.kdat_cache_fresh()
+
+
 def test_sysctls_are_set(first_setup: SetupRun) -> None:
     assert int(host.read_sysctl("fs.pipe-max-size")) >= host.PIPE_MAX_SIZE
     assert host.read_sysctl("net.ipv4.ip_forward") == "1"

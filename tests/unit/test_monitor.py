@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from podhop.runtime.monitor import launch
+from podhop.runtime.monitor import launch, prestart
 
 DEADLINE = 10.0  # seconds: bound of every wait
 CRI_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z) (stdout|stderr) ([FP]) (.*)$")
@@ -104,7 +104,10 @@ def test_multiple_lines_in_one_write_are_split(mon: Monitor) -> None:
     mon.launch(["sh", "-c", "printf 'one\\ntwo\\n\\nthree\\n'"])
     mon.wait_exit()
     assert [(s, t, m) for _, s, t, m in mon.entries()] == [
-        ("stdout", "F", "one"), ("stdout", "F", "two"), ("stdout", "F", ""), ("stdout", "F", "three"),
+        ("stdout", "F", "one"),
+        ("stdout", "F", "two"),
+        ("stdout", "F", ""),
+        ("stdout", "F", "three"),
     ]
 
 
@@ -171,3 +174,42 @@ def test_descendant_killed_by_signal_has_nonzero_exit_code(mon: Monitor) -> None
 def test_descendant_killed_by_sigterm_reports_143(mon: Monitor) -> None:
     mon.launch(["sh", "-c", "sh -c 'sleep 0.2; kill -TERM $$' & exit 0"])
     assert mon.wait_exit()["exitCode"] == 128 + signal.SIGTERM
+
+
+def test_prestarted_monitor_runs_its_command_only_when_told(mon: Monitor) -> None:
+    pending = prestart(mon.log, mon.exit_file)
+    time.sleep(0.2)  # started ahead of time: it waits, touching nothing
+    assert pending.proc.poll() is None
+    assert not mon.log.exists() and not mon.exit_file.exists()
+    pid = pending.go(["sh", "-c", "(echo restored; exit 4) & exit 0"], timeout=DEADLINE)
+    mon.pids.append(pid)
+    assert mon.wait_exit()["exitCode"] == 4
+    assert "restored" in mon.log.read_text()
+
+
+def test_cancelled_monitor_exits_without_running_anything(mon: Monitor, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    pending = prestart(mon.log, mon.exit_file)
+    pending.cancel()
+    assert pending.proc.returncode == 0
+    assert not marker.exists() and not mon.log.exists() and not mon.exit_file.exists()
+
+
+def test_prestarted_monitor_reports_a_failing_command(mon: Monitor) -> None:
+    pending = prestart(mon.log, mon.exit_file)
+    with pytest.raises(RuntimeError, match="returncode"):
+        pending.go(["sh", "-c", "exit 3"], timeout=DEADLINE)
+
+
+def test_cancel_after_go_touches_nothing(mon: Monitor) -> None:
+    pending = prestart(mon.log, mon.exit_file)
+    mon.pids.append(pending.go(["sh", "-c", "(sleep 0.3; exit 0) & exit 0"], timeout=DEADLINE))
+    r, w = os.pipe()  # likely to reuse the status pipe's number: cancel must not close it
+    try:
+        pending.cancel()
+        os.write(w, b"x")
+        assert os.read(r, 1) == b"x"
+    finally:
+        os.close(r)
+        os.close(w)
+    assert mon.wait_exit()["exitCode"] == 0

@@ -11,9 +11,10 @@ iterative pre-copy cannot converge: we say so rather than pretend).
 
 Strategies:
 
-``cold``      stop-and-copy: freeze (cgroup freezer), dump with memory streamed to a
-              page server on the target, transfer the rest, restore, switch the
-              service's endpoints, remove the source. State preserved exactly.
+``cold``      stop-and-copy: freeze (cgroup freezer), dump (much memory streams to a page
+              server on the target meanwhile; a little goes with the rest), transfer,
+              restore, switch the service's endpoints, remove the source. State
+              preserved exactly.
 ``clone``     make-before-break (the seed's way): dump with the source left running,
               restore on the target, add it to the service, drain and remove the
               source. For stateless pods.
@@ -68,6 +69,10 @@ class Options:
         probe_rate_hz: probe attempts per second (default 200).
         measure_resources: sample the source node's CPU/memory for 1 s before and after.
         drain_s: ``clone``: how long the source may take to finish in-flight requests.
+        stream_pages_from_b: ``cold``/``clone``: a container using at least this much memory has
+            its pages streamed to a page server on the target while CRIU dumps (the dump and the
+            copy overlap); a smaller one is dumped into memory on its node and its pages go with
+            the rest of the checkpoint, which spares CRIU's page-server hand-shake (default 64 MiB).
         on_phase: called with each phase's name and the migration as it starts (progress, and the
             tests' deterministic fault injection: raise, or let the deadline pass).
     """
@@ -77,6 +82,7 @@ class Options:
     probe_rate_hz: float = 200.0
     measure_resources: bool = True
     drain_s: float = 10.0
+    stream_pages_from_b: int = 64 << 20
     on_phase: PhaseHook | None = None
 
 

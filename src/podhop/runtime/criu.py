@@ -10,7 +10,14 @@ post-copy — plus the clean-up that CRIU's traps demand (see
   chain) in the pod's namespace, so the source looks alive but answers
   nothing: :func:`remove_network_lock` takes it out;
 - ``runc delete`` after a failed restore can wipe the root filesystem through
-  CRIU's ``criu-root`` bind mount: :func:`podhop.runtime.mounts.unmount_under` must run first.
+  CRIU's ``criu-root`` bind mount: :func:`podhop.runtime.mounts.unmount_under` must run first;
+- CRIU probes the kernel's features on every run (~40-60 ms: namespaces, veths,
+  iptables) unless it finds its cache ``/run/criu.kdat``, which it only *writes*
+  when ``/run`` is a tmpfs (so that it dies with the boot). ``/run`` is on disk
+  here, so :func:`ensure_kdat_cache` has CRIU write it in a private mount
+  namespace over a tmpfs and puts it in place, stamped with the boot's id; the
+  wrapper ``podhop setup`` writes drops a cache from another boot before CRIU
+  reads it (:data:`KDAT_WRAPPER_LINES`).
 
 Processes that must run in a node's network namespace are started with
 ``nsenter --net`` (not ``ip netns exec``, which remounts /sys and would hide
@@ -20,6 +27,7 @@ the cgroup hierarchy runc needs).
 from __future__ import annotations
 
 import os
+import shlex
 import struct
 import subprocess
 import time
@@ -29,6 +37,16 @@ from pathlib import Path
 
 from podhop import sh
 from podhop.errors import PodhopError
+
+KDAT_CACHE = Path("/run/criu.kdat")
+KDAT_BOOT = Path("/run/podhop-criu.kdat.boot")
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+#: Shell lines for the CRIU wrapper: a kernel-feature cache from an earlier boot (another kernel,
+#: perhaps) goes before CRIU can read it. ``read`` and ``[`` are shell built-ins: no cost per run.
+KDAT_WRAPPER_LINES = (
+    f"read -r boot 2>/dev/null < {BOOT_ID}; read -r stamp 2>/dev/null < {KDAT_BOOT}\n"
+    f'[ "$boot" = "$stamp" ] || rm -f {KDAT_CACHE}\n'
+)
 
 
 class CriuError(PodhopError):
@@ -83,6 +101,57 @@ def pagemap_bytes(images: Path) -> int:
 def dirty_tracking(criu: Path) -> bool:
     """Whether the kernel tracks dirty memory (soft-dirty), which iterative pre-copy needs."""
     return sh.ok([str(criu), "check", "--feature", "mem_dirty_track"], timeout=20)
+
+
+def _boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def kdat_cache_fresh() -> bool:
+    """Whether CRIU's kernel-feature cache exists and was made during this boot."""
+    try:
+        return KDAT_CACHE.stat().st_size > 0 and KDAT_BOOT.read_text().strip() == _boot_id() != ""
+    except OSError:
+        return False
+
+
+def ensure_kdat_cache(criu: Path) -> bool:
+    """Give CRIU its kernel-feature cache for this boot (see the module doc); True when in place.
+
+    Cheap when the cache is fresh (two small reads), so callers run it before each migration.
+    """
+    if kdat_cache_fresh():
+        return True
+    if os.geteuid() != 0:
+        return False
+    script = (
+        "mount -t tmpfs -o size=1m,mode=0700 podhop-kdat /run && "
+        f"{shlex.quote(str(criu))} check >/dev/null 2>&1; cat /run/criu.kdat"
+    )
+    try:
+        out = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if out.returncode != 0 or not out.stdout:
+        return False
+    tmp = KDAT_CACHE.with_name(f".criu.kdat.podhop-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(out.stdout)
+    os.replace(tmp, KDAT_CACHE)
+    stamp = KDAT_BOOT.with_name(f".{KDAT_BOOT.name}-{os.getpid()}")
+    fd = os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(_boot_id() + "\n")
+    os.replace(stamp, KDAT_BOOT)
+    return True
 
 
 def remove_network_lock(netns_path: Path | str) -> bool:

@@ -17,13 +17,18 @@ passed in (one JSON line), then copies output to the log in the CRI format
 ``podhop logs`` reads) until the container exits, and writes the exit code to
 ``--exit-file``.
 
-Run as ``python -m podhop.runtime.monitor --log L --exit-file E --status-fd N -- runc ...``;
-:func:`launch` does that and waits for the status line.
+Run as ``python -m podhop.runtime.monitor --log L --exit-file E --status-fd N``; it reads
+its command as one JSON line on its standard input (``{"command": [...], "join_cgroup": ...}``;
+end of input: nothing to do). So a monitor can be started ahead of time (:func:`prestart`, in a
+migration's ``prepare``) and its interpreter start-up (~50 ms) is off the critical path;
+:meth:`Pending.go` hands it the runc command and waits for the status line, and :func:`launch`
+is both at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -31,6 +36,7 @@ import select
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -75,20 +81,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", required=True, type=Path)
     parser.add_argument("--exit-file", required=True, type=Path)
     parser.add_argument("--status-fd", required=True, type=int)
-    parser.add_argument("--join-cgroup", default=None, help="run the command from inside this cgroup")
-    parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0  # cancelled before it was needed
+    order = json.loads(line)
+    command: list[str] = order["command"]
+    join_cgroup: str | None = order.get("join_cgroup")
+
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     log = _LogWriter(args.log)
+
     def join() -> None:  # in the child, before exec: the monitor itself stays where it is
         from podhop.runtime import cgroups
 
-        cgroups.join(args.join_cgroup)
+        assert join_cgroup is not None
+        cgroups.join(join_cgroup)
 
     try:
         runtime = subprocess.Popen(
@@ -96,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             stdin=subprocess.DEVNULL,
             stdout=out_w,
             stderr=err_w,
-            preexec_fn=join if args.join_cgroup else None,
+            preexec_fn=join if join_cgroup else None,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         _report(args.status_fd, {"ok": False, "error": str(exc)})
@@ -150,15 +161,63 @@ def _reap(exit_code: int | None) -> tuple[int | None, bool]:
             exit_code = 128 - code if code < 0 else code
 
 
-def launch(
-    command: list[str], log: Path, exit_file: Path, timeout: float = 60.0, join_cgroup: str | None = None
-) -> int:
-    """Start a monitor running ``command`` (from inside cgroup ``join_cgroup`` if given); return the
-    monitor's pid once runc succeeded.
+@dataclass
+class Pending:
+    """A monitor started ahead of time, waiting for its command (see the module doc)."""
 
-    Raises ``RuntimeError`` with runc's return code when the command failed; the
-    caller reads runc's own log for the reason.
-    """
+    proc: subprocess.Popen[bytes]
+    status: int  # read end of the status pipe
+
+    def go(self, command: list[str], timeout: float = 60.0, join_cgroup: str | None = None) -> int:
+        """Run ``command`` (from inside cgroup ``join_cgroup`` if given); the monitor's pid once runc
+        succeeded.
+
+        Raises ``RuntimeError`` with runc's return code when the command failed; the caller reads
+        runc's own log for the reason.
+        """
+        assert self.proc.stdin is not None and self.status >= 0, "a monitor runs one command"
+        status_fd, self.status = self.status, -1  # from here on the monitor is the container's
+        try:
+            self.proc.stdin.write(
+                (json.dumps({"command": command, "join_cgroup": join_cgroup}) + "\n").encode()
+            )
+            self.proc.stdin.close()
+        except OSError as exc:
+            os.close(status_fd)
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            raise RuntimeError(f"monitor is gone: {exc}") from exc
+        with os.fdopen(status_fd, "rb") as status:
+            ready, _, _ = select.select([status], [], [], timeout)
+            line = status.readline() if ready else b""
+        if not line:
+            self.proc.kill()
+            raise RuntimeError(f"monitor gave no status within {timeout} s")
+        result = json.loads(line)
+        if not result.get("ok"):
+            self.proc.wait(timeout=5)
+            raise RuntimeError(f"runtime failed: {result}")
+        return self.proc.pid
+
+    def cancel(self) -> None:
+        """Not needed after all: the monitor exits without running anything. Nothing to do once
+        :meth:`go` was called (the monitor then belongs to the container, or has ended)."""
+        if self.status < 0:
+            return
+        status_fd, self.status = self.status, -1
+        os.close(status_fd)
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def prestart(log: Path, exit_file: Path) -> Pending:
+    """Start a monitor that will keep ``log`` and ``exit_file``; it waits for :meth:`Pending.go`."""
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
@@ -172,29 +231,26 @@ def launch(
                 str(exit_file),
                 "--status-fd",
                 str(write_fd),
-                *(["--join-cgroup", join_cgroup] if join_cgroup else []),
-                "--",
-                *command,
             ],
             pass_fds=(write_fd,),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+    except OSError:
+        os.close(read_fd)
+        raise
     finally:
         os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as status:
-        ready, _, _ = select.select([status], [], [], timeout)
-        line = status.readline() if ready else b""
-    if not line:
-        proc.kill()
-        raise RuntimeError(f"monitor gave no status within {timeout} s")
-    result = json.loads(line)
-    if not result.get("ok"):
-        proc.wait(timeout=5)
-        raise RuntimeError(f"runtime failed: {result}")
-    return proc.pid
+    return Pending(proc, read_fd)
+
+
+def launch(
+    command: list[str], log: Path, exit_file: Path, timeout: float = 60.0, join_cgroup: str | None = None
+) -> int:
+    """Start a monitor running ``command`` at once (see :meth:`Pending.go`); the monitor's pid."""
+    return prestart(log, exit_file).go(command, timeout, join_cgroup)
 
 
 if __name__ == "__main__":

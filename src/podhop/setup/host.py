@@ -30,6 +30,7 @@ from pathlib import Path
 
 from podhop import locks, sh
 from podhop.errors import CommandError, PodhopError, PreflightError, SetupError
+from podhop.runtime.criu import KDAT_CACHE, KDAT_WRAPPER_LINES, ensure_kdat_cache
 from podhop.runtime.images import DEFAULT_MIRROR, clean_apt_caches, debian_mirror, debootstrap, remove_tree
 from podhop.settings import paths
 
@@ -266,6 +267,8 @@ def _wrapper_script(argv: list[str], comment: str) -> str:
     return (
         "#!/bin/sh\n"
         f"# Written by `podhop setup`: {comment}\n"
+        "# CRIU's kernel-feature cache is kept for one boot only (podhop.runtime.criu).\n"
+        f"{KDAT_WRAPPER_LINES}"
         f'exec {" ".join(shlex.quote(a) for a in argv)} "$@"\n'
     )
 
@@ -321,6 +324,10 @@ def ensure_criu(report: Report) -> Path:
                 hint="this kernel lacks a feature CRIU needs; see `podhop doctor`",
             )
         report(f"criu: {wrapper} runs CRIU {_version_text(version)}; criu check: {line}")
+        if ensure_kdat_cache(wrapper):
+            report(f"criu: kernel-feature cache in {KDAT_CACHE} (this boot)")
+        else:
+            report("criu: could not make the kernel-feature cache (every CRIU run probes the kernel)")
         return wrapper
 
 

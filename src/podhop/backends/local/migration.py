@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-import shutil
 import subprocess
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -27,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from podhop.backends.base import Deadline
+from podhop.backends.local import carry
 from podhop.backends.local import moves as steps
 from podhop.backends.local import pods as podops
 from podhop.backends.local import services as svcops
@@ -34,7 +34,7 @@ from podhop.backends.local.cluster import LocalCluster
 from podhop.errors import PodhopError
 from podhop.migrate.plan import MigrationPlan, Options, Strategy
 from podhop.migrate.report import MoveFigures
-from podhop.runtime import criu
+from podhop.runtime import cgroups, criu
 from podhop.store import PodRecord
 
 
@@ -81,7 +81,7 @@ class LocalMigration:
                     dst=steps.Side(target_node, Path(tc.bundle) / "checkpoint", dst_dir / "work"),
                 )
             )
-        self.transfers: list[steps.Transfer] = []
+        self.transfers: list[carry.Transfer] = []
         self.lazy_ports: list[int] = []
 
     # ---------------------------------------------------------------- what the engine reads
@@ -130,15 +130,30 @@ class LocalMigration:
 
     def prepare(self, undo: ExitStack, deadline: Deadline) -> None:
         cluster = self.cluster
+        if cluster.runc.criu is not None:
+            criu.ensure_kdat_cache(cluster.runc.criu)  # this boot's, or made now (see runtime.criu)
         podops.create_sandbox(cluster, cluster.node(self.plan.target), self.new)
         undo.callback(podops.delete_sandbox, cluster, self.new)
         # Last undo to run: whatever endpoint overrides this migration made go, in one sync.
         undo.callback(svcops.clear_overrides, cluster, f"{self.id}/both", f"{self.id}/detach")
-        self.transfers = [steps.start_transfer(mv, deadline("prepare"), undo) for mv in self.moves]
+        self.transfers = [carry.start_transfer(mv, deadline("prepare"), undo) for mv in self.moves]
         for mv in self.moves:
+            memory = self._memory(mv)
+            carry.images_in_memory(mv, memory or 0, undo)
+            steps.prestart_monitor(mv, undo)
             steps.secure_links(mv, undo)
-            if self.plan.strategy in (Strategy.COLD, Strategy.CLONE):
+            # Pages stream to a page server while CRIU dumps only for much memory: CRIU's client
+            # corks its socket, and its closing hand-shake then waits out the kernel's 200 ms cork
+            # ceiling, a fixed cost that pays off only when the copy it overlaps with is longer.
+            streams = memory is None or memory >= self.options.stream_pages_from_b
+            if self.plan.strategy in (Strategy.COLD, Strategy.CLONE) and streams:
                 steps.start_page_server(cluster, mv, undo)
+
+    def _memory(self, mv: steps.ContainerMove) -> int | None:
+        """The container's memory working set (what its checkpoint will hold, about)."""
+        rel = f"{cgroups.relpath(self.cluster.name, self.pod.node, self.pod.sandbox)}/{mv.source.name}"
+        used = cgroups.usage(rel)
+        return used.memory_working_set_b if used else None
 
     def freeze(self, undo: ExitStack, deadline: Deadline) -> None:
         for mv in self.moves:
@@ -154,7 +169,7 @@ class LocalMigration:
             if self.plan.strategy is Strategy.POSTCOPY:
                 self.lazy_ports.append(steps.lazy_dump(self.cluster, mv, self.pod, undo, deadline("dump")))
             else:
-                steps.dump_to_page_server(self.cluster, mv, self.pod, undo, deadline("dump"))
+                steps.dump_leave_running(self.cluster, mv, self.pod, undo, deadline("dump"))
 
     def transfer(self, undo: ExitStack, deadline: Deadline) -> None:
         for mv, t in zip(self.moves, self.transfers, strict=True):
@@ -197,8 +212,7 @@ class LocalMigration:
     def discard(self) -> None:
         """After a failed attempt: its checkpoint files and CRIU logs, on both nodes."""
         for mv in self.moves:
-            shutil.rmtree(mv.src.images.parent, ignore_errors=True)
-            shutil.rmtree(mv.dst.work.parent, ignore_errors=True)
+            carry.release_images(mv)
 
     # ---------------------------------------------------------------- after the commit (best effort)
 
@@ -228,9 +242,7 @@ class LocalMigration:
         podops.delete_sandbox(self.cluster, self.pod)
         for mv in self.moves:
             mv.image_bytes = criu.dir_bytes(mv.dst.images)
-            shutil.rmtree(mv.src.images.parent, ignore_errors=True)
-            shutil.rmtree(mv.dst.images, ignore_errors=True)
-            shutil.rmtree(mv.dst.work.parent, ignore_errors=True)
+            carry.release_images(mv)
         return warnings
 
     def _stop_sources(self, grace: float) -> list[str]:

@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from podhop import sh
+from podhop.backends.local import carry
 from podhop.backends.local import pods as podops
 from podhop.backends.local.apply import spec_from_record
 from podhop.backends.local.cluster import LocalCluster
-from podhop.errors import CommandError, RuntimeFailure
+from podhop.errors import CommandError
 from podhop.migrate.plan import MigrationError
 from podhop.net import nat, netns
 from podhop.runtime import cgroups, criu, monitor, mounts, oci
@@ -66,6 +65,7 @@ class ContainerMove:
     transfer_port: int = 0  # where the target's receiver listens
     page_server_port: int = 0  # where CRIU's page server listens (target; source for post-copy)
     tls: criu.Tls | None = None  # this migration's key and certificate for CRIU's connections
+    monitor: monitor.Pending | None = None  # the restored container's monitor, started in prepare
 
 
 #: CRIU options for dumps (runc passes this file via the ``org.criu.config`` annotation):
@@ -74,10 +74,6 @@ class ContainerMove:
 #: into the new address anyway, so the lock would only add two iptables-restore runs to the freeze
 #: and, if the dump died, leave the source unreachable.
 DUMP_CONFIG = "skip-in-flight\nnetwork-lock skip\n"
-
-
-def free_port() -> int:
-    return 20000 + secrets.randbelow(9000)
 
 
 def _fail(phase: str, what: str, exc: Exception, *logs: Path) -> MigrationError:
@@ -151,15 +147,19 @@ def resume_source(cluster: LocalCluster, ctr: ContainerRecord, pod: PodRecord) -
 
 
 def freeze(cluster: LocalCluster, ctr: ContainerRecord, pod: PodRecord, undo: ExitStack) -> None:
-    """Freeze a container (cgroup freezer); thawed again by the undo if what follows fails."""
+    """Freeze a container (cgroup freezer); thawed again by the undo if what follows fails.
+
+    podhop writes the freezer itself and polls it finely (runc's ``pause`` costs a runc start and
+    gives up quickly on a CPU-throttled cgroup); CRIU then finds the cgroup frozen at its first look
+    and skips its own 100 ms freezing step. runc reads the state back from the same freezer."""
     undo.callback(resume_source, cluster, ctr, pod)
+    rel = f"{cgroups.relpath(cluster.name, pod.node, pod.sandbox)}/{ctr.name}"
     try:
-        cluster.runc.pause(ctr.runtime_id)
-    except RuntimeFailure as exc:
-        # runc gives up quickly when a throttled cgroup takes a while to freeze: wait for it.
-        rel = f"{cgroups.relpath(cluster.name, pod.node, pod.sandbox)}/{ctr.name}"
-        if not cgroups.freeze(rel):
-            raise MigrationError("freeze", f"{ctr.name} did not freeze within 5 s: {exc}") from exc
+        frozen = cgroups.freeze(rel)
+    except OSError as exc:
+        raise MigrationError("freeze", f"cannot freeze {ctr.name}: {exc}") from exc
+    if not frozen:
+        raise MigrationError("freeze", f"{ctr.name} did not freeze within 5 s")
 
 
 def secure_links(move: ContainerMove, undo: ExitStack) -> None:
@@ -169,7 +169,8 @@ def secure_links(move: ContainerMove, undo: ExitStack) -> None:
 
 
 def start_page_server(cluster: LocalCluster, move: ContainerMove, undo: ExitStack) -> None:
-    """Cold and clone: a TLS page server on the target, taking connections from the source only.
+    """Cold and clone with much memory: a TLS page server on the target, taking connections from
+    the source only.
 
     Started ahead of the dump (in ``prepare``) so that its start-up is not part of the freeze.
     """
@@ -177,7 +178,7 @@ def start_page_server(cluster: LocalCluster, move: ContainerMove, undo: ExitStac
     assert wrapper is not None and move.tls is not None
     for d in (move.dst.images, move.dst.work):
         d.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = carry.free_port()
     undo.callback(nat.guard_port(move.dst.node.netns, move.dst.node.ip, port, move.src.node.ip))
     try:
         server = criu.page_server(
@@ -195,18 +196,23 @@ def start_page_server(cluster: LocalCluster, move: ContainerMove, undo: ExitStac
     move.page_server, move.page_server_port = server, port
 
 
-def dump_to_page_server(
+def dump_leave_running(
     cluster: LocalCluster, move: ContainerMove, pod: PodRecord, undo: ExitStack, timeout: float
 ) -> None:
-    """Checkpoint with the source left as it is (running, or frozen after :func:`freeze`),
-    memory streamed to the page server :func:`start_page_server` started on the target node."""
-    assert move.page_server is not None
+    """Checkpoint with the source left as it is (running, or frozen after :func:`freeze`).
+
+    With a page server (:func:`start_page_server`), memory streams to the target node while CRIU
+    dumps; without one, every image lands in the source's images directory and crosses the link
+    with the rest of the checkpoint (:func:`start_transfer`)."""
     undo.callback(resume_source, cluster, move.source, pod)  # thaw; remove any CRIU network lock
     argv = _checkpoint_argv(cluster, move)  # also makes the directories the page server needs
-    argv[-1:-1] = ["--leave-running", "--page-server", f"{move.dst.node.ip}:{move.page_server_port}"]
+    argv[-1:-1] = ["--leave-running"]
+    if move.page_server is not None:
+        argv[-1:-1] = ["--page-server", f"{move.dst.node.ip}:{move.page_server_port}"]
     try:
         run_group(argv, timeout)
-        move.page_server.wait(timeout=30)
+        if move.page_server is not None:
+            move.page_server.wait(timeout=30)
     except (CommandError, criu.CriuError, subprocess.TimeoutExpired) as exc:
         failure = _fail("dump", f"checkpoint of {move.source.name}", exc, move.src.work / "dump.log")
         receiver = criu.last_error(move.dst.work / "page-server.log")
@@ -215,7 +221,8 @@ def dump_to_page_server(
                 "dump", f"{str(failure).split(': ', 1)[1]}; target's page server: {receiver}"
             )
         raise failure from exc
-    move.page_bytes = sum(p.stat().st_size for p in move.dst.images.glob("pages-*.img"))
+    pages = move.dst.images if move.page_server is not None else move.src.images
+    move.page_bytes = sum(p.stat().st_size for p in pages.glob("pages-*.img"))
     move.stats = criu.read_stats(move.src.work / "stats-dump")
 
 
@@ -248,7 +255,7 @@ def lazy_dump(
 
     Returns the page server's port on the source node (only the target may connect: TLS and a guard).
     """
-    port = free_port()
+    port = carry.free_port()
     undo.callback(nat.guard_port(move.src.node.netns, move.src.node.ip, port, move.dst.node.ip))
     read_fd, write_fd = os.pipe()
     argv = _checkpoint_argv(
@@ -299,90 +306,10 @@ def _read_with_timeout(fd: int, timeout: float) -> bool:
     return bool(ready) and os.read(fd, 1) != b""
 
 
-@dataclass
-class Transfer:
-    """A stream of directories from the source node to the target node, started ahead of time."""
-
-    recv: subprocess.Popen[str]
-    send: subprocess.Popen[str]
-    src: Side
-    dst: Side
-    port: int
-
-    @classmethod
-    def start(cls, src: Side, dst: Side, sources: dict[Path, str], dest: Path, timeout: float) -> Transfer:
-        """Start both ends now (receiver listening, sender waiting): :meth:`go` then costs only the bytes.
-
-        The receiver accepts only the source node's address presenting this transfer's secret.
-        """
-        dest.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        secret = secrets.token_hex(32) + "\n"
-        tool = [sys.executable, "-m", "podhop.backends.local.transfer"]
-        spec = ",".join(f"{path}={name}" for path, name in sources.items())
-        recv_argv = [*tool, "recv", dst.node.ip, str(port), str(dest), str(timeout), src.node.ip]
-        recv = subprocess.Popen(
-            criu.in_netns(dst.netns_path, recv_argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        send = subprocess.Popen(
-            criu.in_netns(src.netns_path, [*tool, "send", dst.node.ip, str(port), spec, str(timeout)]),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        t = cls(recv, send, src, dst, port)
-        assert recv.stdin is not None and send.stdin is not None and recv.stdout is not None
-        for end in (recv.stdin, send.stdin):
-            end.write(secret)
-            end.flush()
-        if recv.stdout.readline().strip() != "listening":
-            t.stop()
-            raise MigrationError("prepare", f"transfer receiver on {dst.node.name} did not start")
-        return t
-
-    def go(self, timeout: float) -> int:
-        """Send everything; return the bytes that crossed the link."""
-        try:
-            _, send_err = self.send.communicate(input="go\n", timeout=timeout)
-            if self.send.returncode != 0:
-                raise MigrationError(
-                    "transfer", f"sending from {self.src.node.name} failed: {send_err.strip()[-300:]}"
-                )
-            out, err = self.recv.communicate(timeout=timeout)
-            if self.recv.returncode != 0:
-                raise MigrationError(
-                    "transfer", f"receiving on {self.dst.node.name} failed: {err.strip()[-300:]}"
-                )
-        except subprocess.TimeoutExpired as exc:
-            raise MigrationError(
-                "transfer", f"no progress within {timeout:.0f} s (is the link down?)"
-            ) from exc
-        return int(json.loads(out.strip().splitlines()[-1])["bytes"])
-
-    def stop(self) -> None:
-        for proc in (self.send, self.recv):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-
-
-def start_transfer(move: ContainerMove, timeout: float, undo: ExitStack) -> Transfer:
-    """Prepare moving CRIU's non-memory images and the container's filesystem changes over the link."""
-    move.src.images.mkdir(parents=True, exist_ok=True)
-    sources = {move.src.images: "checkpoint", Path(move.source.bundle) / "upper": "upper"}
-    if (Path(move.source.bundle) / "shm").is_dir():  # a /dev/shm of its own (born in Podman)
-        sources[Path(move.source.bundle) / "shm"] = "shm"
-    t = Transfer.start(move.src, move.dst, sources, Path(move.target.bundle), timeout)
-    undo.callback(t.stop)
-    move.transfer_port = t.port
-    return t
+def prestart_monitor(move: ContainerMove, undo: ExitStack) -> None:
+    """Start the restored container's monitor now, so that its start-up is not part of the restore."""
+    move.monitor = monitor.prestart(Path(move.target.log), Path(move.target.exit_file))
+    undo.callback(move.monitor.cancel)
 
 
 def mount_rootfs(cluster: LocalCluster, tc: ContainerRecord, new_pod: PodRecord, undo: ExitStack) -> Path:
@@ -419,8 +346,10 @@ def runc_restore(
     timeout: float,
     lazy: bool = False,
     join_cgroup: str | None = None,
+    pending: monitor.Pending | None = None,
 ) -> None:
-    """``runc restore`` under a new monitor; on failure, a safe delete (see the recipes' traps).
+    """``runc restore`` under a new monitor (``pending``, when one was started ahead); on failure,
+    a safe delete (see the recipes' traps).
 
     ``join_cgroup``: start runc from inside that cgroup (a checkpoint with cgroup mounts: runc binds
     its own process's cgroups into the container)."""
@@ -443,9 +372,8 @@ def runc_restore(
     )
     undo.callback(_delete_failed_restore, cluster, tc)
     try:
-        tc.monitor_pid = monitor.launch(
-            argv, Path(tc.log), Path(tc.exit_file), timeout=timeout, join_cgroup=join_cgroup
-        )
+        pending = pending or monitor.prestart(Path(tc.log), Path(tc.exit_file))
+        tc.monitor_pid = pending.go(argv, timeout=timeout, join_cgroup=join_cgroup)
     except RuntimeError as exc:
         detail = (
             criu.last_error(work / "restore.log", work / "lazy-pages.log") or runc.last_error() or str(exc)
@@ -467,7 +395,9 @@ def restore(
     join = write_config(cluster, tc, new_pod)
     if Path(move.source.log).exists():
         shutil.copyfile(move.source.log, tc.log)
-    runc_restore(cluster, tc, move.dst.images, move.dst.work, new_pod.node, undo, timeout, lazy, join)
+    runc_restore(
+        cluster, tc, move.dst.images, move.dst.work, new_pod.node, undo, timeout, lazy, join, move.monitor
+    )
 
 
 def _unmount_quietly(path: Path) -> None:

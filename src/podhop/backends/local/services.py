@@ -124,9 +124,13 @@ def sync(cluster: LocalCluster) -> None:
         lay = cluster.layout
         prefix = lay.chain_prefix
         host = nat.HostSources(lay.bridge, lay.service_source_ip, lay.loopback_source_ip)
-        namespaces: list[str | None] = [None, *(n.netns for n in cluster.nodes())]
-        with ThreadPoolExecutor(max_workers=8) as pool:  # one iptables-restore per namespace, in parallel
-            list(pool.map(lambda ns: nat.sync(prefix, current, ns, host if ns is None else None), namespaces))
+        nodes = [n.netns for n in cluster.nodes()]
+        with ThreadPoolExecutor(max_workers=8) as pool:  # one iptables-restore per namespace
+            # The host first, on its own: it is where outside traffic (LoadBalancer, the host's
+            # clients, a migration's probe) enters, and alone on the CPU it takes a third of the
+            # time it takes beside the nodes' updates, which follow in parallel.
+            nat.sync(prefix, current, None, host)
+            list(pool.map(lambda ns: nat.sync(prefix, current, ns), nodes))
 
 
 def allocate_cluster_ip(cluster: LocalCluster) -> str:

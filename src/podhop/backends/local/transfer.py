@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -97,8 +98,19 @@ def receive(address: str, port: int, dest: str, timeout: float, peer: str, secre
             untar.stdin.write(data)
     untar.stdin.close()
     if untar.wait() != 0:
-        raise SystemExit("tar failed to unpack the stream")
+        raise SystemExit(f"tar failed to unpack the stream{_disk_full(dest)}")
     return total
+
+
+def _disk_full(dest: str) -> str:
+    """``: No space left on device …`` when ``dest``'s file system is (nearly) full — tar's own
+    message then only says it wrote fewer bytes than it read."""
+    try:
+        st = os.statvfs(dest)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    return f": No space left on device ({dest}: {free} bytes free)" if free < CHUNK else ""
 
 
 def send(address: str, port: int, sources: str, timeout: float, secret: bytes) -> int:
