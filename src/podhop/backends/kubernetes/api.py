@@ -16,6 +16,7 @@ HTTP status and the API server's own message, the cause chained.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,6 +54,9 @@ def connect(kubeconfig: Path, context: str | None = None) -> tuple[Any, str]:
         )
     except ConfigException as exc:
         raise ClusterError(f"{kubeconfig}: not a usable kubeconfig: {exc}") from exc
+    except PermissionError as exc:
+        hint = "podhop's own clusters are root's: run as root (sudo)" if os.geteuid() != 0 else None
+        raise ClusterError(f"{kubeconfig}: cannot read: permission denied", hint=hint) from exc
     except (OSError, ValueError) as exc:
         raise ClusterError(f"{kubeconfig}: cannot read: {exc}") from exc
     cfg.retries = 2
