@@ -173,7 +173,10 @@ class LocalMigration:
 
     def transfer(self, undo: ExitStack, deadline: Deadline) -> None:
         for mv, t in zip(self.moves, self.transfers, strict=True):
-            mv.transferred_bytes += t.go(deadline("transfer"))
+            sent = t.go(deadline("transfer"))
+            if self.plan.strategy is not Strategy.POSTCOPY and mv.page_server is None:
+                sent -= mv.page_bytes  # the pages went in this stream: counted once, as memory
+            mv.transferred_bytes += max(0, sent)
 
     def restore(self, undo: ExitStack, deadline: Deadline) -> None:
         lazy = self.plan.strategy is Strategy.POSTCOPY

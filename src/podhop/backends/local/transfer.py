@@ -83,22 +83,33 @@ def receive(address: str, port: int, dest: str, timeout: float, peer: str, secre
     with socket.create_server((address, port), reuse_port=False) as server:
         print("listening", flush=True)
         conn = accept_own(server, peer, secret, deadline)
-    conn.settimeout(timeout)
-    total = 0
-    untar = subprocess.Popen(
-        ["tar", *TAR_FLAGS, "--ignore-zeros", "-C", dest, "-xpf", "-"], stdin=subprocess.PIPE
-    )
-    assert untar.stdin is not None
     with conn:
-        while True:
-            data = conn.recv(CHUNK)
-            if not data:
-                break
-            total += len(data)
-            untar.stdin.write(data)
-    untar.stdin.close()
-    if untar.wait() != 0:
+        conn.settimeout(None)
+        # tar reads the connection itself (no copy through this process); --totals counts the bytes.
+        untar = subprocess.Popen(
+            ["tar", *TAR_FLAGS, "--ignore-zeros", "--totals", "-C", dest, "-xpf", "-"],
+            stdin=conn.fileno(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _, err = untar.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            untar.kill()
+            raise SystemExit("timed out receiving the stream") from None
+    if untar.returncode != 0:
+        lines = [ln for ln in err.splitlines() if not ln.startswith("Total bytes")]
+        sys.stderr.write("\n".join(lines[-5:]) + "\n")
         raise SystemExit(f"tar failed to unpack the stream{_disk_full(dest)}")
+    return _total(err)
+
+
+def _total(tar_stderr: str) -> int:
+    """The byte count of tar's ``--totals`` line (``Total bytes read: N (…)``), summed over archives."""
+    total = 0
+    for line in tar_stderr.splitlines():
+        if line.startswith("Total bytes"):
+            total += int(line.split(":", 1)[1].split()[0])
     return total
 
 
@@ -126,22 +137,23 @@ def send(address: str, port: int, sources: str, timeout: float, secret: bytes) -
             time.sleep(0.005)
     total = 0
     with conn:
+        conn.settimeout(None)
         conn.sendall(secret)
         for item in sources.split(","):
             src, _, name = item.partition("=")
             rename = f"--transform=s,^\\.,{name},"
-            tar = subprocess.Popen(
-                ["tar", *TAR_FLAGS, rename, "-C", src, "-cf", "-", "."], stdout=subprocess.PIPE
+            # tar writes into the connection itself: no copy through this process.
+            tar = subprocess.run(
+                ["tar", *TAR_FLAGS, "--totals", rename, "-C", src, "-cf", "-", "."],
+                stdout=conn.fileno(),
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=max(1.0, deadline - time.monotonic()),
+                check=False,
             )
-            assert tar.stdout is not None
-            while True:
-                data = tar.stdout.read(CHUNK)
-                if not data:
-                    break
-                conn.sendall(data)
-                total += len(data)
-            if tar.wait() != 0:
-                raise SystemExit(f"tar failed to pack {src}")
+            if tar.returncode != 0:
+                raise SystemExit(f"tar failed to pack {src}: {tar.stderr.strip()[-300:]}")
+            total += _total(tar.stderr)
         conn.shutdown(socket.SHUT_WR)
         conn.recv(1)  # wait for the receiver to close: everything arrived
     return total
