@@ -45,6 +45,7 @@ bench: setup
 	$(VENV)/bin/python benchmarks/cluster_bench.py
 	$(VENV)/bin/python benchmarks/cli_bench.py
 	$(VENV)/bin/python benchmarks/sim_bench.py
+	$(VENV)/bin/python benchmarks/podman_bench.py
 
 # The cost model's defaults: fitted to the shipped migration benchmark (tests check they match).
 cost-model: venv
