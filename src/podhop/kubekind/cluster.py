@@ -28,7 +28,17 @@ from pathlib import Path
 
 from podhop import sh
 from podhop.errors import AlreadyExistsError, ClusterError, NotFoundError, PodhopError
-from podhop.kubekind import certs, components, config, control_plane, kubectl, manifests, nodes, registry
+from podhop.kubekind import (
+    agentimage,
+    certs,
+    components,
+    config,
+    control_plane,
+    kubectl,
+    manifests,
+    nodes,
+    registry,
+)
 from podhop.kubekind import processes as procs
 from podhop.kubekind.layout import MAX_NODES, KubeLayout
 from podhop.net import netns
@@ -156,6 +166,7 @@ def _create(cluster: KubeCluster, n_nodes: int, report: Report) -> None:
     report(f"waiting for {n_nodes} nodes to be Ready")
     kubectl.wait_nodes_ready(lay, n_nodes, timeout=180)
     _start_lb_controller(lay)
+    agentimage.install(lay, n_nodes, report)
 
 
 def _write_kubeconfigs(lay: KubeLayout, n_nodes: int) -> None:
