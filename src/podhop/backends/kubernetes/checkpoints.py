@@ -24,7 +24,7 @@ from podhop.archive.writer import Output
 from podhop.backends.base import Pod
 from podhop.backends.kubernetes import agent as agents
 from podhop.backends.kubernetes import api
-from podhop.backends.kubernetes.migration import HOSTNAME, _items
+from podhop.backends.kubernetes.migration import HOSTNAME, kubelet_checkpoint
 from podhop.errors import AlreadyExistsError, PodhopError
 from podhop.migrate.plan import MigrationError
 
@@ -55,16 +55,7 @@ def checkpoint_to_file(
     source = agents.agent_on(backend, pod.node)
     archive = ""
     try:
-        answer = api.call(
-            f"kubelet checkpoint of {pod_name}/{ctr} on {pod.node}",
-            backend.core.connect_post_node_proxy_with_path,
-            pod.node,
-            f"checkpoint/{namespace}/{pod_name}/{ctr}?timeout=120",
-            timeout=130,
-        )
-        items = _items(answer)
-        if not items:
-            raise MigrationError("dump", f"the kubelet returned no archive: {answer!r:.200}")
+        items = kubelet_checkpoint(backend, pod.node, namespace, pod_name, ctr, 120)
         archive = Path(items[0]).name
         assert out.fd is not None
         with open(out.fd, "wb", closefd=False) as fh:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import secrets
 import time
+import urllib.parse
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from pathlib import PurePosixPath
@@ -125,7 +126,7 @@ class KubeMigration:
                 },
             )
             self.receives[c] = (str(status["id"]), int(status["port"]), secret)
-            undo.callback(self._remove_image, c)
+            undo.callback(self._abandon_receive, c)
 
     def freeze(self, undo: ExitStack, deadline: Deadline) -> None:
         assert self.src is not None
@@ -139,18 +140,10 @@ class KubeMigration:
 
     def dump(self, undo: ExitStack, deadline: Deadline) -> None:
         for c in self.containers:
-            path = f"checkpoint/{self.pod.namespace}/{self.pod.name}/{c}"
             timeout = min(CHECKPOINT_TIMEOUT_S, int(deadline("dump")))
-            answer = api.call(
-                f"kubelet checkpoint of {self.pod.name}/{c} on {self.plan.source}",
-                self.backend.core.connect_post_node_proxy_with_path,
-                self.plan.source,
-                f"{path}?timeout={timeout}",
-                timeout=timeout + 10,
+            items = kubelet_checkpoint(
+                self.backend, self.plan.source, self.pod.namespace, self.pod.name, c, timeout
             )
-            items = _items(answer)
-            if not items:
-                raise MigrationError("dump", f"the kubelet returned no archive for {c}: {answer!r:.200}")
             self.archives[c] = PurePosixPath(items[0]).name
             undo.callback(self._remove_archive, c)
 
@@ -236,8 +229,7 @@ class KubeMigration:
             for c in list(self.frozen):  # killed while frozen: it never runs again
                 try:
                     assert self.src is not None
-                    self.src.request("POST", f"tasks/{self.ids[c]}/kill", {})
-                    self.src.request("POST", f"tasks/{self.ids[c]}/resume", {})
+                    self.src.request("POST", f"tasks/{self.ids[c]}/kill", {})  # thawed by the agent
                 except PodhopError as exc:
                     warnings.append(f"stopping the frozen source {c}: {exc}")
             self.frozen.clear()
@@ -364,6 +356,21 @@ class KubeMigration:
         if name and self.src is not None:
             self.src.request("DELETE", f"checkpoints/{name}")
 
+    def _abandon_receive(self, c: str) -> None:
+        """Undo of prepare: close the target's listener, let a running import end, remove its image."""
+        if self.dst is None or c not in self.receives:
+            return
+        receive_id = self.receives[c][0]
+        with suppress(PodhopError):  # best effort: an unwinding must not hide why it unwinds
+            self.dst.request("DELETE", f"receive/{receive_id}")
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                if self.dst.request("GET", f"receive/{receive_id}").get("state") in ("done", "failed"):
+                    break
+                time.sleep(0.1)
+        with suppress(PodhopError):
+            self._remove_image(c)
+
     def _remove_image(self, c: str) -> None:
         if self.dst is not None:
             import urllib.parse
@@ -380,16 +387,35 @@ def _new_name(pod: Pod, owned: bool) -> str:
     return f"{pod.name[:57]}-m{secrets.token_hex(2)}"
 
 
-def _items(answer: Any) -> list[str]:
-    import ast
+def kubelet_checkpoint(
+    backend: KubernetesBackend, node: str, namespace: str, pod: str, container: str, timeout: int
+) -> list[str]:
+    """The kubelet's checkpoint API through the node proxy; the archive paths it answers
+    (``{"items": ["<kubelet root>/checkpoints/<name>.tar"]}``)."""
     import json
 
-    text = answer.decode() if isinstance(answer, bytes) else str(answer)
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            doc = parse(text)
-        except (ValueError, SyntaxError):
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("items"), list):
-            return [str(i) for i in doc["items"]]
-    return []
+    client = backend.api
+    q = urllib.parse.quote
+    path = f"/api/v1/nodes/{q(node, safe='')}/proxy/checkpoint/{q(namespace)}/{q(pod)}/{q(container)}"
+    method, url, headers, body, post = client.param_serialize(
+        "POST",
+        path,
+        query_params=[("timeout", str(max(1, timeout)))],
+        header_params={"Accept": "application/json"},
+        auth_settings=["BearerToken"],
+    )
+    what = f"kubelet checkpoint of {pod}/{container} on {node}"
+    resp = api.call(what, client.call_api, method, url, headers, body, post, timeout=timeout + 10)
+    raw = resp.read() or b""
+    if resp.status >= 400:
+        raise MigrationError(
+            "dump", f"{what}: {raw.decode(errors='replace').strip()[:300]} (HTTP {resp.status})"
+        )
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise MigrationError("dump", f"{what}: the kubelet answered {raw[:200]!r}") from exc
+    items = doc.get("items") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not items:
+        raise MigrationError("dump", f"{what}: the kubelet returned no archive: {raw[:200]!r}")
+    return [str(i) for i in items]

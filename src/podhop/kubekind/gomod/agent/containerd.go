@@ -87,8 +87,12 @@ func (a *agent) task(w http.ResponseWriter, r *http.Request) (any, error) {
 		err = t.Pause(ctx)
 	case "resume":
 		err = t.Resume(ctx)
-	case "kill":
+	case "kill": // a frozen task gets the signal once thawed: thaw it right after, it never runs again
+		before, _ := t.Status(ctx)
 		err = t.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll)
+		if err == nil && before.Status == containerd.Paused {
+			_ = t.Resume(ctx)
+		}
 	default:
 		return nil, fail(http.StatusNotFound, "unknown task action %q (pause, resume, kill)", action)
 	}
@@ -120,7 +124,7 @@ func (a *agent) deleteImage(w http.ResponseWriter, r *http.Request) (any, error)
 		return nil, err
 	}
 	ctx := a.ctx(r.Context())
-	if err := a.ctr.ImageService().Delete(ctx, ref, images.SynchronousDelete()); err != nil {
+	if err := a.removeImage(ctx, ref); err != nil {
 		if errdefs.IsNotFound(err) {
 			return nil, fail(http.StatusNotFound, "image %s not found", ref)
 		}
@@ -173,25 +177,43 @@ func (a *agent) importCheckpoint(parent context.Context, ref, container, layerPa
 	if err != nil {
 		return err
 	}
-	img := images.Image{
-		Name:   ref,
-		Target: manDesc,
-		Labels: map[string]string{"io.cri-containerd.image": "managed", "podhop.io/checkpoint": container},
-	}
+	// The CRI looks an image up by its reference and then by its ID (the config digest) as an image
+	// name of its own, as its pulls record them: both names point at the manifest.
+	labels := map[string]string{"io.cri-containerd.image": "managed", "podhop.io/checkpoint": container}
 	is := a.ctr.ImageService()
-	if _, err := is.Create(ctx, img); err != nil {
-		if !errdefs.IsAlreadyExists(err) {
-			return fmt.Errorf("creating image %s: %w", ref, err)
-		}
-		if _, err := is.Update(ctx, img); err != nil {
-			return fmt.Errorf("updating image %s: %w", ref, err)
+	for _, name := range []string{cfgDesc.Digest.String(), ref} {
+		img := images.Image{Name: name, Target: manDesc, Labels: labels}
+		if _, err := is.Create(ctx, img); err != nil {
+			if !errdefs.IsAlreadyExists(err) {
+				return fmt.Errorf("creating image %s: %w", name, err)
+			}
+			if _, err := is.Update(ctx, img); err != nil {
+				return fmt.Errorf("updating image %s: %w", name, err)
+			}
 		}
 	}
+	img := images.Image{Name: ref, Target: manDesc, Labels: labels}
 	if err := containerd.NewImage(a.ctr, img).Unpack(ctx, a.cfg.snapshotter); err != nil {
-		_ = is.Delete(context.WithoutCancel(ctx), ref)
+		_ = a.removeImage(context.WithoutCancel(ctx), ref)
 		return fmt.Errorf("unpacking %s for %s: %w", ref, a.cfg.snapshotter, err)
 	}
 	return nil
+}
+
+// removeImage deletes ref and the image named by its config digest (see importCheckpoint), the
+// latter only if it is one of podhop's checkpoint images.
+func (a *agent) removeImage(ctx context.Context, ref string) error {
+	is := a.ctr.ImageService()
+	img, err := is.Get(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if cfg, err := containerd.NewImage(a.ctr, img).Config(ctx); err == nil {
+		if byID, err := is.Get(ctx, cfg.Digest.String()); err == nil && byID.Labels["podhop.io/checkpoint"] != "" {
+			_ = is.Delete(ctx, byID.Name)
+		}
+	}
+	return is.Delete(ctx, ref, images.SynchronousDelete())
 }
 
 func putJSON(ctx context.Context, cs content.Store, mediaType string, v any, labels map[string]string) (ocispec.Descriptor, error) {

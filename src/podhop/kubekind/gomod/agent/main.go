@@ -275,6 +275,7 @@ func main() {
 	mux.HandleFunc("DELETE /checkpoints/{name}", a.authed(a.deleteCheckpoint))
 	mux.HandleFunc("POST /receive", a.authed(a.startReceive))
 	mux.HandleFunc("GET /receive/{id}", a.authed(a.receiveStatus))
+	mux.HandleFunc("DELETE /receive/{id}", a.authed(a.cancelReceive))
 	mux.HandleFunc("POST /send", a.authed(a.send))
 	mux.HandleFunc("DELETE /images/{ref...}", a.authed(a.deleteImage))
 	mux.HandleFunc("POST /tasks/{id}/{action}", a.authed(a.task))

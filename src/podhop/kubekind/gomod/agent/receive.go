@@ -43,9 +43,41 @@ type receiveStatus struct {
 }
 
 type receive struct {
-	mu     sync.Mutex
-	status receiveStatus
-	ended  time.Time
+	mu        sync.Mutex
+	status    receiveStatus
+	ended     time.Time
+	closers   []io.Closer // the listener, then the connection: closed by a cancel
+	cancelled bool
+}
+
+// track registers something a cancel must close; false if the receive was already cancelled.
+func (r *receive) track(c io.Closer) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cancelled {
+		c.Close()
+		return false
+	}
+	r.closers = append(r.closers, c)
+	return true
+}
+
+func (r *receive) cancel() receiveStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.status.State != "done" && r.status.State != "failed" {
+		r.cancelled = true
+		for _, c := range r.closers {
+			c.Close()
+		}
+	}
+	return r.status
+}
+
+func (r *receive) isCancelled() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cancelled
 }
 
 func (r *receive) set(state string, err error) {
@@ -160,8 +192,19 @@ func (a *agent) startReceive(w http.ResponseWriter, r *http.Request) (any, error
 		return nil, err
 	}
 	timeout := time.Duration(req.TimeoutS) * time.Second
+	rec.track(ln)
 	go a.runReceive(id, rec, ln.(*net.TCPListener), from, secret, req.Container, ref, timeout)
 	return map[string]any{"id": id, "port": ln.Addr().(*net.TCPAddr).Port}, nil
+}
+
+// cancelReceive closes a receive's listener (and its connection, if one is open): the migration
+// that asked for it has given up. A finished receive is left as it is (its image is the caller's).
+func (a *agent) cancelReceive(w http.ResponseWriter, r *http.Request) (any, error) {
+	rec := a.receives.get(r.PathValue("id"))
+	if rec == nil {
+		return nil, fail(http.StatusNotFound, "no receive %q", r.PathValue("id"))
+	}
+	return rec.cancel(), nil
 }
 
 func (a *agent) receiveStatus(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -210,9 +253,15 @@ func (a *agent) runReceive(id string, rec *receive, ln *net.TCPListener, from ne
 	err := func() error {
 		conn, err := accept(ln, from, secret, deadline)
 		if err != nil {
+			if rec.isCancelled() {
+				return errors.New("cancelled")
+			}
 			return err
 		}
 		defer conn.Close()
+		if !rec.track(conn) {
+			return errors.New("cancelled")
+		}
 		rec.set("receiving", nil)
 		dir, err := os.MkdirTemp(a.cfg.workDir, "receive-")
 		if err != nil {
@@ -234,9 +283,19 @@ func (a *agent) runReceive(id string, rec *receive, ln *net.TCPListener, from ne
 			return fmt.Errorf("the archive was refused: %w", err)
 		}
 		_ = os.Remove(archive)
+		if rec.isCancelled() {
+			return errors.New("cancelled")
+		}
 		ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(2*time.Minute))
 		defer cancel()
-		return a.importCheckpoint(ctx, ref, container, layer, dgst, size)
+		if err := a.importCheckpoint(ctx, ref, container, layer, dgst, size); err != nil {
+			return err
+		}
+		if rec.isCancelled() { // cancelled while importing: nobody will use or remove the image
+			_ = a.removeImage(a.ctx(ctx), ref)
+			return errors.New("cancelled")
+		}
+		return nil
 	}()
 	if err != nil {
 		log.Printf("receive %s: %v", id, err)
