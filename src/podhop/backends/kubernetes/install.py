@@ -237,6 +237,14 @@ rules:
   - apiGroups: [""]
     resources: ["pods"]
     verbs: ["create", "get", "list", "delete", "patch"]
+  # A clone's source is marked not Ready before it goes, so that no Service sends it new
+  # connections while it stops (see backends/kubernetes/endpoints.py); the slices say when.
+  - apiGroups: [""]
+    resources: ["pods/status"]
+    verbs: ["patch"]
+  - apiGroups: ["discovery.k8s.io"]
+    resources: ["endpointslices"]
+    verbs: ["list"]
   - apiGroups: [""]
     resources: ["nodes"]
     verbs: ["get", "list"]

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from podhop.backends.base import Deadline, Pod
 from podhop.backends.kubernetes import agent as agents
-from podhop.backends.kubernetes import api
+from podhop.backends.kubernetes import api, endpoints
 from podhop.errors import NotFoundError, PodhopError
 from podhop.migrate.plan import MigrationError, MigrationPlan, Options, Strategy
 from podhop.migrate.report import MoveFigures
@@ -188,6 +188,10 @@ class KubeMigration:
     def switch(self, undo: ExitStack, deadline: Deadline) -> None:
         """The restored pod takes the source's place (see the module doc for owned pods)."""
         core, ns = self.backend.core, self.pod.namespace
+        if self.plan.strategy is Strategy.CLONE:  # out of its Services before it is stopped
+            undo.callback(endpoints.set_ready, self.backend, ns, self.pod.name, True)
+            if not endpoints.drain(self.backend, ns, self.pod.name, min(15.0, deadline("switch"))):
+                raise MigrationError("switch", f"the Services kept sending {self.pod.name} connections")
         if self.owned:
             api.call(
                 f"marking {self.pod.name} to go",

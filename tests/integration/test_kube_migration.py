@@ -1,0 +1,424 @@
+"""Migration on a real Kubernetes cluster (``--kind kubernetes``): the node agent, cold, clone, faults.
+
+One 3-node cluster for the module (its agents installed by ``cluster create``),
+a fresh namespace per test whose deletion is checked, and after every test no
+checkpoint archive on any node, no checkpoint image in any node's containerd
+and nothing staged in any agent. The migrations run as a user would run them
+(``podhop migrate … --kubeconfig``); the fault tests call the engine in-process
+with the ``on_phase`` hook the local kind's tests use (raise as a phase starts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from podhop.errors import PodhopError
+from podhop.kubekind import cluster as kube
+from podhop.kubekind import components
+from podhop.kubekind.layout import KubeLayout
+from podhop.sh import default_sigint
+from podhop.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    missing = [c.key for c in components.COMPONENTS if not components.is_built(c)]
+    if missing:
+        return f"Kubernetes components not built ({', '.join(missing)}): run `podhop setup`"
+    if shutil.which("hey") is None:
+        return "needs hey (run `podhop setup`)"
+    return None
+
+
+if (why := _missing()) is not None:
+    pytest.skip(why, allow_module_level=True)
+
+KUBECTL = str(components.binary("kubectl"))
+CTR = str(components.binary("ctr"))
+NODES = ("node-1", "node-2", "node-3")
+KEYS = 20_000
+
+
+@pytest.fixture(scope="module")
+def kcluster() -> Iterator[kube.KubeCluster]:
+    store = Store()
+    name = f"{os.environ.get('PODHOP_TEST_PREFIX', 'km')}-{secrets.token_hex(3)}"
+    t0 = time.monotonic()
+    c = kube.create_cluster(store, name, 3, 1000, 2 * 2**30)
+    print(f"\ncluster {name} with agents Ready in {time.monotonic() - t0:.1f} s")
+    try:
+        yield c
+    finally:
+        left = kube.delete_cluster(store, name)
+        assert left == [], f"delete left residue: {left}"
+        assert kube.residue(name, c.record.idx) == []
+
+
+@dataclass
+class Ns:
+    name: str
+    kubeconfig: Path
+    layout: KubeLayout
+
+    def kubectl(self, *args: str, timeout: float = 120, check: bool = True, input: str | None = None) -> str:
+        proc = subprocess.run(
+            [KUBECTL, f"--kubeconfig={self.kubeconfig}", "-n", self.name, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def get(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json"))
+
+    def apply(self, doc: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+    def pods(self) -> list[dict[str, Any]]:
+        return list(self.get("pods")["items"])
+
+    def podhop(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "podhop", *args, "--kubeconfig", str(self.kubeconfig), "-n", self.name],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in (pod.get("status") or {}).get("conditions", [])
+    ) and not pod["metadata"].get("deletionTimestamp")
+
+
+def node_index(node: str) -> int:
+    return int(node.rsplit("-", 1)[1])
+
+
+def checkpoint_debris(lay: KubeLayout) -> list[str]:
+    """Archives in any kubelet's checkpoint directory, checkpoint images in any containerd, and
+    anything an agent staged."""
+    left = []
+    for node in NODES:
+        i = node_index(node)
+        left += [str(p) for p in lay.checkpoints_dir(i).iterdir()]
+        images = subprocess.run(
+            [CTR, "-a", str(lay.containerd_socket(i)), "-n", "k8s.io", "images", "ls"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        left += [f"{node}: {ln.split()[0]}" for ln in images.splitlines() if "podhop.io/checkpoint" in ln]
+        pods = lay.kubelet_root(i) / "pods"
+        left += [str(p) for p in pods.glob("*/volumes/kubernetes.io~empty-dir/work/podhop-agent/*")]
+    return left
+
+
+@pytest.fixture
+def ns(kcluster: kube.KubeCluster, tmp_path: Path) -> Iterator[Ns]:
+    name = f"t-{secrets.token_hex(3)}"
+    kc = tmp_path / "kubeconfig"
+    kc.write_text(kcluster.kubeconfig.read_text())
+    n = Ns(name, kc, kcluster.layout)
+    n.kubectl("create", "namespace", name)
+    try:
+        yield n
+    finally:
+        n.kubectl("delete", "namespace", name, "--wait=true", "--timeout=120s", timeout=150, check=False)
+        gone = subprocess.run(
+            [KUBECTL, f"--kubeconfig={kc}", "get", "namespace", name],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert gone.returncode != 0 and "NotFound" in gone.stderr, f"namespace {name} still there"
+    assert checkpoint_debris(kcluster.layout) == []
+
+
+def redis_pod(node: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "redis", "labels": {"app": "redis", "tier": "cache"}},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "containers": [
+                {
+                    "name": "redis",
+                    "image": "redis",
+                    "args": ["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no"],
+                }
+            ],
+        },
+    }
+
+
+def start_redis(ns: Ns, node: str, keys: int = KEYS) -> dict[str, Any]:
+    ns.apply(redis_pod(node))
+    ns.kubectl("wait", "--for=condition=Ready", "pod/redis", "--timeout=120s", timeout=130)
+    commands = "".join(f"SET key:{i} value-{i}\r\n" for i in range(keys))
+    out = ns.kubectl("exec", "-i", "redis", "--", "redis-cli", "--pipe", input=commands, timeout=120)
+    assert f"replies: {keys}" in out and "errors: 0" in out, out
+    assert dbsize(ns, "redis") == keys
+    pod: dict[str, Any] = ns.get("pod", "redis")
+    return pod
+
+
+def dbsize(ns: Ns, pod: str) -> int:
+    return int(ns.kubectl("exec", pod, "-c", "redis", "--", "redis-cli", "DBSIZE").strip())
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_agents_ready_on_every_node_and_manifests_accepted(ns: Ns) -> None:
+    """``cluster create`` installed the agent (Ready on all nodes); every shipped manifest passes a
+    server-side dry run."""
+    agents = ns.get("pods", "-n", "podhop-system", "-l", "app.kubernetes.io/name=podhop-agent")["items"]
+    assert sorted(p["spec"]["nodeName"] for p in agents if ready(p)) == list(NODES)
+    for extra in ([], ["--kind-cluster", ns.layout.cluster], ["--no-user-rbac", "--image", "x.io/a:b"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "podhop", "kube", "manifests", *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        kinds = [d["kind"] for d in yaml.safe_load_all(out) if d]
+        assert {"Namespace", "Secret", "ServiceAccount", "DaemonSet"} <= set(kinds), kinds
+        assert ("ClusterRole" in kinds) == ("--no-user-rbac" not in extra)
+        dry = ns.kubectl("-n", "podhop-system", "apply", "--dry-run=server", "-f", "-", input=out)
+        assert dry.count("(server dry run)") == len(kinds), dry
+
+
+def test_agent_refuses_without_its_token_and_unsafe_names(ns: Ns) -> None:
+    from podhop.backends.kubernetes import agent as agents
+    from podhop.backends.kubernetes.backend import KubernetesBackend
+
+    backend = KubernetesBackend.connect(ns.kubeconfig)
+    good = agents.agent_on(backend, "node-2")
+    assert good.request("GET", "healthz")["status"] == "ok"
+    bad = agents.Agent(backend, good.node, good.pod, good.ip, "0" * 64)
+    with pytest.raises(agents.AgentError, match="401"):
+        bad.request("GET", "healthz")
+    checkpoints = ns.layout.checkpoints_dir(2)
+    (checkpoints / "link.tar").symlink_to("/etc/shadow")
+    try:
+        with pytest.raises(agents.AgentError, match="symbolic link"):
+            good.request("GET", "checkpoints/link.tar")
+        for name in ("..%2F..%2Fkubelet.yaml", "%2E%2E"):
+            with pytest.raises(agents.AgentError, match=r"not a plain file name|40[04]"):
+                good.request("GET", f"checkpoints/{name}")
+    finally:
+        (checkpoints / "link.tar").unlink()
+    with pytest.raises(agents.AgentError, match=r"not a container id|40[04]"):
+        good.request("POST", "tasks/..%2Fx/pause", {})
+
+
+def test_redis_cold_migration_keeps_every_key(ns: Ns) -> None:
+    before = start_redis(ns, "node-1")
+    t0 = time.monotonic()
+    out = ns.podhop("migrate", "redis", "--to", "node-3", "--strategy", "cold", "-o", "json")
+    took = time.monotonic() - t0
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    print(f"\ncold redis ({KEYS} keys): {took:.1f} s wall, phases {report['phases']}")
+    new = report["new_pod"]
+    assert report["source_node"] == "node-1" and report["target_node"] == "node-3" and new
+    pods = ns.pods()
+    assert [p["metadata"]["name"] for p in pods] == [new], "the source must be gone, only its copy left"
+    (pod,) = pods
+    assert pod["spec"]["nodeName"] == "node-3" and ready(pod)
+    assert pod["metadata"]["labels"] == before["metadata"]["labels"]
+    assert pod["status"]["podIP"] == report["new_ip"] != before["status"]["podIP"]
+    assert dbsize(ns, new) == KEYS
+    assert (
+        ns.kubectl("exec", new, "-c", "redis", "--", "redis-cli", "GET", "key:12345").strip() == "value-12345"
+    )
+    assert report["bytes_transferred"] > 0
+
+
+def parse_hey(out: str) -> tuple[dict[int, int], str]:
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    errors = out.split("Error distribution:", 1)[1].strip() if "Error distribution:" in out else ""
+    return codes, errors
+
+
+def external_ip(ns: Ns, service: str) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ingress = (ns.get("service", service).get("status") or {}).get("loadBalancer", {}).get("ingress")
+        if ingress:
+            return str(ingress[0]["ip"])
+        time.sleep(0.5)
+    raise AssertionError(f"service {service} got no external address")
+
+
+def test_nginx_deployment_clone_under_load_fails_no_request(ns: Ns) -> None:
+    ns.kubectl("create", "deployment", "nginx", "--image=nginx", "--replicas=4")
+    ns.kubectl("rollout", "status", "deployment/nginx", "--timeout=180s", timeout=200)
+    ns.kubectl("expose", "deployment", "nginx", "--port=80", "--type=LoadBalancer")
+    ip = external_ip(ns, "nginx")
+    pods = ns.pods()
+    where = {n: [p for p in pods if p["spec"]["nodeName"] == n] for n in NODES}
+    source_node = max(where, key=lambda n: len(where[n]))
+    target = min(where, key=lambda n: len(where[n]))
+    source = where[source_node][0]["metadata"]["name"]
+    # hey runs until interrupted (at most 90 s, at most 2 million requests) so that its load covers
+    # the whole migration however long the machine makes it; on SIGINT it prints its summary.
+    load = subprocess.Popen(
+        ["hey", "-n", "2000000", "-z", "90s", "-c", "10", f"http://{ip}/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=default_sigint,
+    )
+    try:
+        time.sleep(1.0)
+        out = ns.podhop("migrate", source, "--to", target, "--strategy", "clone", "-o", "json", timeout=120)
+        loaded = load.poll() is None
+        time.sleep(1.0)  # and a while on the new endpoint set
+        load.send_signal(signal.SIGINT)
+        hey, _ = load.communicate(timeout=30)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait(timeout=10)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    codes, errors = parse_hey(hey)
+    print(f"\nclone under hey: {codes} errors={errors!r}; probe {report['probe']}; phases {report['phases']}")
+    assert loaded, "hey ended before the migration did: the load did not cover it"
+    assert set(codes) == {200} and codes[200] > 1000, hey
+    assert errors == "", f"hey saw failed requests:\n{errors}"
+    new = report["new_pod"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pods = ns.pods()
+        if len(pods) == 4 and all(ready(p) for p in pods):
+            break
+        time.sleep(0.5)
+    names = {p["metadata"]["name"]: p for p in pods}
+    assert len(pods) == 4 and all(ready(p) for p in pods), [(n, ready(p)) for n, p in names.items()]
+    assert source not in names and new in names
+    assert names[new]["spec"]["nodeName"] == target
+    owner = names[new]["metadata"]["ownerReferences"][0]
+    assert (
+        owner["kind"] == "ReplicaSet"
+        and owner["name"] == where[source_node][0]["metadata"]["generateName"][:-1]
+    )
+    assert ns.get("deployment", "nginx")["status"].get("readyReplicas") == 4
+
+
+def test_postcopy_is_refused_clearly(ns: Ns) -> None:
+    ns.apply(redis_pod("node-1"))
+    ns.kubectl("wait", "--for=condition=Ready", "pod/redis", "--timeout=120s", timeout=130)
+    out = ns.podhop("migrate", "redis", "--to", "node-2", "--strategy", "postcopy")
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert lines[0].startswith(
+        "error: migration failed in phase 'plan': strategy postcopy is not available"
+    ), lines
+    assert "lazy-pages" in lines[0] and "Traceback" not in out.stderr
+    (pod,) = ns.pods()
+    assert pod["metadata"]["name"] == "redis" and pod["spec"]["nodeName"] == "node-1" and ready(pod)
+
+
+# ------------------------------------------------------------------------------------ injected faults
+
+FAULT_PHASES = {
+    "cold": ["prepare", "freeze", "dump", "transfer", "restore", "switch"],
+    "clone": ["prepare", "dump", "transfer", "restore", "switch"],
+}
+FAULT_CASES = [(s, p) for s, phases in FAULT_PHASES.items() for p in phases]
+
+
+class InjectedFault(PodhopError):
+    """What the fault-injection hook raises."""
+
+
+@pytest.mark.parametrize(("strategy", "phase"), FAULT_CASES)
+def test_fault_in_each_phase_keeps_source(ns: Ns, strategy: str, phase: str) -> None:
+    """A failure as each phase starts: the migration unwinds naming it; the source serves as before,
+    unfrozen, with every key; nothing of the attempt is left (pods, archives, images, listeners)."""
+    from podhop.backends.kubernetes.backend import KubernetesBackend
+    from podhop.migrate.engine import MigrationError, Options, migrate
+
+    before = start_redis(ns, "node-1", keys=2000)
+    seen: list[str] = []
+    kept: dict[str, Any] = {}
+
+    def hook(name: str, m: Any) -> None:
+        seen.append(name)
+        kept["m"] = m
+        if name == phase:
+            if phase in ("transfer", "restore", "switch"):  # the work so far really happened
+                kept["archives"] = dict(m.driver.archives)
+            raise InjectedFault("injected fault")
+
+    backend = KubernetesBackend.connect(ns.kubeconfig)
+    t0 = time.monotonic()
+    with pytest.raises(MigrationError) as err:
+        migrate(
+            backend, "redis", "node-3", strategy, ns.name, Options(timeout_s=90, on_phase=hook, probe=False)
+        )
+    print(f"\n{strategy}/{phase}: failed and unwound in {time.monotonic() - t0:.1f} s")
+    assert err.value.phase == phase and "injected fault" in str(err.value), err.value
+    assert seen[-1] == phase
+    if phase in ("transfer", "restore", "switch"):
+        assert kept["archives"], "the dump did not happen before the fault"
+    (pod,) = ns.pods()
+    assert pod["metadata"]["uid"] == before["metadata"]["uid"] and pod["spec"]["nodeName"] == "node-1"
+    assert ready(pod) and pod["status"]["podIP"] == before["status"]["podIP"]
+    assert DELETION_COST not in (pod["metadata"].get("annotations") or {})
+    assert pod["metadata"]["labels"] == before["metadata"]["labels"]
+    restarts = [c["restartCount"] for c in pod["status"]["containerStatuses"]]
+    assert restarts == [c["restartCount"] for c in before["status"]["containerStatuses"]]
+    # Serving, not frozen: redis answers at once, with every key.
+    assert dbsize(ns, "redis") == 2000
+    assert ns.kubectl("exec", "redis", "--", "redis-cli", "SET", "after", "fault", timeout=10).strip() == "OK"
+    state = subprocess.run(
+        [CTR, "-a", str(ns.layout.containerd_socket(1)), "-n", "k8s.io", "tasks", "ls"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    cid = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    assert re.search(rf"^{cid}\s+\d+\s+RUNNING$", state, re.M), state
+    # The target's receive was closed (no listener waits for an archive any more).
+    m = kept["m"]
+    for receive_id, _port, _secret in m.driver.receives.values():
+        assert m.driver.dst.request("GET", f"receive/{receive_id}")["state"] in ("failed", "done")
+    assert checkpoint_debris(ns.layout) == []
+
+
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
