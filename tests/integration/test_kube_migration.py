@@ -282,11 +282,28 @@ def external_ip(ns: Ns, service: str) -> str:
     raise AssertionError(f"service {service} got no external address")
 
 
+def wait_serving(ip: str, timeout: float = 60) -> None:
+    """Until the address answers: its first SYN before kube-proxy's rules exist would leave a
+    conntrack entry without DNAT that every retransmission then follows."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{ip}/", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{ip} does not answer")
+
+
 def test_nginx_deployment_clone_under_load_fails_no_request(ns: Ns) -> None:
     ns.kubectl("create", "deployment", "nginx", "--image=nginx", "--replicas=4")
     ns.kubectl("rollout", "status", "deployment/nginx", "--timeout=180s", timeout=200)
     ns.kubectl("expose", "deployment", "nginx", "--port=80", "--type=LoadBalancer")
     ip = external_ip(ns, "nginx")
+    wait_serving(ip)
     pods = ns.pods()
     where = {n: [p for p in pods if p["spec"]["nodeName"] == n] for n in NODES}
     source_node = max(where, key=lambda n: len(where[n]))
