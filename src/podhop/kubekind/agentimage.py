@@ -86,8 +86,10 @@ def push_to_cluster(registry_addr: str, report: Report) -> None:
         push(dest, report)
 
 
-def install(lay: KubeLayout, n_nodes: int, report: Report, timeout: float = 120) -> None:
-    """The agent on every node of a kind cluster, Ready."""
+def apply(lay: KubeLayout, report: Report) -> None:
+    """Push the image (once) and apply the agent's objects with this kind's per-node paths. Done as
+    soon as the API server answers: the DaemonSet's pods then start as each node registers, in
+    parallel with the rest of create."""
     from podhop.backends.kubernetes import install as manifests
     from podhop.kubekind import kubectl
 
@@ -95,6 +97,11 @@ def install(lay: KubeLayout, n_nodes: int, report: Report, timeout: float = 120)
     paths = manifests.kind_paths(str(lay.run_dir / "nodes"), str(lay.dir / "nodes"))
     report("podhop's node agent")
     kubectl.apply(lay, manifests.manifests(image_ref(), paths=paths))
+
+
+def install(lay: KubeLayout, n_nodes: int, report: Report, timeout: float = 120) -> None:
+    """The agent on every node of a kind cluster, Ready."""
+    apply(lay, report)
     wait_ready(lay, n_nodes, timeout)
 
 
@@ -103,16 +110,22 @@ def wait_ready(lay: KubeLayout, n_nodes: int, timeout: float) -> None:
     from podhop.kubekind import kubectl
 
     deadline = time.monotonic() + timeout
-    status: dict[str, object] = {}
-    while time.monotonic() < deadline:
+    status: dict[str, bool] = {}
+    while time.monotonic() < deadline:  # the pods themselves: the DaemonSet's status lags seconds behind
         try:
-            ds = kubectl.get_json(lay, "daemonset", manifests.NAME, "-n", manifests.NAMESPACE)
-            status = ds.get("status") or {}
+            pods = kubectl.get_json(lay, "pods", "-n", manifests.NAMESPACE, "-l", manifests.LABEL)
+            status = {
+                (p.get("spec") or {}).get("nodeName", ""): any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in (p.get("status") or {}).get("conditions", [])
+                )
+                for p in pods.get("items", [])
+            }
         except CommandError:
             status = {}
-        if status.get("numberReady") == n_nodes and status.get("updatedNumberScheduled") == n_nodes:
+        if sum(status.values()) >= n_nodes:
             return
-        time.sleep(0.3)
+        time.sleep(0.2)
     raise ClusterError(
         f"podhop's node agent is not Ready on all {n_nodes} nodes after {timeout:.0f} s: "
         f"{json.dumps(status)[:300]}",

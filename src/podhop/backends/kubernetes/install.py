@@ -171,7 +171,7 @@ spec:
           readinessProbe:
             tcpSocket:
               port: {PORT}
-            periodSeconds: 2
+            periodSeconds: 1
           resources:
             requests:
               cpu: 10m
