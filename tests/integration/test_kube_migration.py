@@ -10,15 +10,19 @@ with the ``on_phase`` hook the local kind's tests use (raise as a phase starts).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tarfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,9 +104,12 @@ class Ns:
     def pods(self) -> list[dict[str, Any]]:
         return list(self.get("pods")["items"])
 
-    def podhop(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def podhop(
+        self, *args: str, timeout: float = 300, namespaced: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        where = ["-n", self.name] if namespaced else []
         return subprocess.run(
-            [sys.executable, "-m", "podhop", *args, "--kubeconfig", str(self.kubeconfig), "-n", self.name],
+            [sys.executable, "-m", "podhop", *args, "--kubeconfig", str(self.kubeconfig), *where],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -241,6 +248,85 @@ def test_agent_refuses_without_its_token_and_unsafe_names(ns: Ns) -> None:
         (checkpoints / "link.tar").unlink()
     with pytest.raises(agents.AgentError, match=r"not a container id|40[04]"):
         good.request("POST", "tasks/..%2Fx/pause", {})
+
+
+def _tar(member: tarfile.TarInfo, data: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        ok = tarfile.TarInfo("config.dump")
+        ok.size = 2
+        tar.addfile(ok, io.BytesIO(b"{}"))
+        member.size = len(data) if member.isreg() else 0
+        tar.addfile(member, io.BytesIO(data) if member.isreg() else None)
+    return buf.getvalue()
+
+
+def _hostile() -> dict[str, bytes]:
+    link = tarfile.TarInfo("checkpoint/pages-1.img")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+    hard = tarfile.TarInfo("spec.dump")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "config.dump"
+    dev = tarfile.TarInfo("checkpoint/tty")
+    dev.type, dev.devmajor, dev.devminor = tarfile.CHRTYPE, 1, 3
+    kind = "is not a regular file or directory"
+    return {  # what the agent must answer -> the archive
+        f"{kind} (type '2')": _tar(link),
+        f"{kind} (type '1')": _tar(hard),
+        f"{kind} (type '3')": _tar(dev),
+        "leaves the archive": _tar(tarfile.TarInfo("checkpoint/../../escape"), b"x"),
+        "has an absolute or invalid name": _tar(tarfile.TarInfo("/etc/cron.d/evil"), b"x"),
+        "not a tar archive": b"\x00garbage" * 100,
+    }
+
+
+def test_receive_takes_one_peer_with_its_secret_and_refuses_hostile_archives(ns: Ns) -> None:
+    """The archive a receive gets is untrusted: links, devices, escaping or absolute names refuse
+    it (nothing imported); a connection without the secret is dropped and the right one still gets in."""
+    from podhop.backends.kubernetes import agent as agents
+    from podhop.backends.kubernetes.backend import KubernetesBackend
+
+    backend = KubernetesBackend.connect(ns.kubeconfig)
+    target = agents.agent_on(backend, "node-2")
+    node_ip = ns.layout.node_ip(2)
+    for reason, data in _hostile().items():
+        secret = secrets.token_hex(32)
+        image = f"localhost/podhop-checkpoint/evil:{secrets.token_hex(3)}"
+        body = {
+            "from": ns.layout.host_ip,
+            "secret": secret,
+            "container": "evil",
+            "image": image,
+            "timeout_s": 30,
+        }
+        status = target.request("POST", "receive", body)
+        with socket.create_connection((node_ip, int(status["port"])), timeout=10) as wrong:
+            wrong.sendall(bytes(32))
+            assert wrong.recv(1) == b"", "a connection without the secret must be dropped"
+        with socket.create_connection((node_ip, int(status["port"])), timeout=10) as conn:
+            conn.sendall(bytes.fromhex(secret) + data)
+            conn.shutdown(socket.SHUT_WR)
+            conn.recv(1)
+        deadline = time.monotonic() + 30
+        while (state := target.request("GET", f"receive/{status['id']}"))["state"] not in ("done", "failed"):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.1)
+        assert state["state"] == "failed" and "refused" in state["error"], (reason, state)
+        assert reason in state["error"], (reason, state)
+        with pytest.raises(agents.AgentNotFound):
+            target.request("DELETE", f"images/{urllib.parse.quote(image, safe='')}")
+
+
+def test_checkpoint_to_a_file_and_restore_it_on_another_node(ns: Ns, tmp_path: Path) -> None:
+    start_redis(ns, "node-1", keys=500)
+    out_file = tmp_path / "redis.tar"
+    out = ns.podhop("checkpoint", "redis", "-o", str(out_file), "--leave-running")
+    assert out.returncode == 0, out.stderr
+    assert out_file.stat().st_mode & 0o777 == 0o600 and out_file.stat().st_size > 100_000
+    out = ns.podhop("restore", str(out_file), "--node", "node-2", "--name", "redis-copy", namespaced=False)
+    assert out.returncode == 0, out.stderr
+    copy = ns.get("pod", "redis-copy")
+    assert copy["spec"]["nodeName"] == "node-2" and ready(copy)
+    assert dbsize(ns, "redis-copy") == 500 and dbsize(ns, "redis") == 500  # both: --leave-running
 
 
 def test_redis_cold_migration_keeps_every_key(ns: Ns) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import secrets
 import time
-import urllib.parse
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from pathlib import PurePosixPath
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from podhop.backends.base import Deadline, Pod
 from podhop.backends.kubernetes import agent as agents
 from podhop.backends.kubernetes import api, endpoints
+from podhop.backends.kubernetes.kubelet import kubelet_checkpoint
 from podhop.errors import NotFoundError, PodhopError
 from podhop.migrate.plan import MigrationError, MigrationPlan, Options, Strategy
 from podhop.migrate.report import MoveFigures
@@ -389,37 +389,3 @@ def _new_name(pod: Pod, owned: bool) -> str:
     if owned and pod.owner_name:
         return f"{pod.owner_name}-{''.join(secrets.choice(alphabet) for _ in range(5))}"
     return f"{pod.name[:57]}-m{secrets.token_hex(2)}"
-
-
-def kubelet_checkpoint(
-    backend: KubernetesBackend, node: str, namespace: str, pod: str, container: str, timeout: int
-) -> list[str]:
-    """The kubelet's checkpoint API through the node proxy; the archive paths it answers
-    (``{"items": ["<kubelet root>/checkpoints/<name>.tar"]}``)."""
-    import json
-
-    client = backend.api
-    q = urllib.parse.quote
-    path = f"/api/v1/nodes/{q(node, safe='')}/proxy/checkpoint/{q(namespace)}/{q(pod)}/{q(container)}"
-    method, url, headers, body, post = client.param_serialize(
-        "POST",
-        path,
-        query_params=[("timeout", str(max(1, timeout)))],
-        header_params={"Accept": "application/json"},
-        auth_settings=["BearerToken"],
-    )
-    what = f"kubelet checkpoint of {pod}/{container} on {node}"
-    resp = api.call(what, client.call_api, method, url, headers, body, post, timeout=timeout + 10)
-    raw = resp.read() or b""
-    if resp.status >= 400:
-        raise MigrationError(
-            "dump", f"{what}: {raw.decode(errors='replace').strip()[:300]} (HTTP {resp.status})"
-        )
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise MigrationError("dump", f"{what}: the kubelet answered {raw[:200]!r}") from exc
-    items = doc.get("items") if isinstance(doc, dict) else None
-    if not isinstance(items, list) or not items:
-        raise MigrationError("dump", f"{what}: the kubelet returned no archive: {raw[:200]!r}")
-    return [str(i) for i in items]
