@@ -158,6 +158,7 @@ def ns(kcluster: kube.KubeCluster, tmp_path: Path) -> Iterator[Ns]:
     try:
         yield n
     finally:
+        n.kubectl("delete", "pods", "--all", "--grace-period=1", "--wait=false", check=False)  # quicker
         n.kubectl("delete", "namespace", name, "--wait=true", "--timeout=120s", timeout=150, check=False)
         gone = subprocess.run(
             [KUBECTL, f"--kubeconfig={kc}", "get", "namespace", name],
@@ -498,6 +499,11 @@ def test_fault_in_each_phase_keeps_source(ns: Ns, strategy: str, phase: str) -> 
     assert seen[-1] == phase
     if phase in ("transfer", "restore", "switch"):
         assert kept["archives"], "the dump did not happen before the fault"
+    assert_source_intact(ns, before, kept["m"], keys=2000)
+
+
+def assert_source_intact(ns: Ns, before: dict[str, Any], m: Any, keys: int) -> None:
+    """The same pod on the same node, Ready, unfrozen, every key; nothing of the attempt left."""
     (pod,) = ns.pods()
     assert pod["metadata"]["uid"] == before["metadata"]["uid"] and pod["spec"]["nodeName"] == "node-1"
     assert ready(pod) and pod["status"]["podIP"] == before["status"]["podIP"]
@@ -506,7 +512,7 @@ def test_fault_in_each_phase_keeps_source(ns: Ns, strategy: str, phase: str) -> 
     restarts = [c["restartCount"] for c in pod["status"]["containerStatuses"]]
     assert restarts == [c["restartCount"] for c in before["status"]["containerStatuses"]]
     # Serving, not frozen: redis answers at once, with every key.
-    assert dbsize(ns, "redis") == 2000
+    assert dbsize(ns, "redis") == keys
     assert ns.kubectl("exec", "redis", "--", "redis-cli", "SET", "after", "fault", timeout=10).strip() == "OK"
     state = subprocess.run(
         [CTR, "-a", str(ns.layout.containerd_socket(1)), "-n", "k8s.io", "tasks", "ls"],
@@ -518,10 +524,58 @@ def test_fault_in_each_phase_keeps_source(ns: Ns, strategy: str, phase: str) -> 
     cid = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
     assert re.search(rf"^{cid}\s+\d+\s+RUNNING$", state, re.M), state
     # The target's receive was closed (no listener waits for an archive any more).
-    m = kept["m"]
     for receive_id, _port, _secret in m.driver.receives.values():
         assert m.driver.dst.request("GET", f"receive/{receive_id}")["state"] in ("failed", "done")
     assert checkpoint_debris(ns.layout) == []
+
+
+@pytest.mark.parametrize("strategy", ["cold", "clone"])
+def test_restore_failing_on_the_target_keeps_source(ns: Ns, strategy: str) -> None:
+    """A real failure inside a phase: the target's checkpoint image vanishes before the restored pod
+    starts; the restore fails naming the cause and everything unwinds."""
+    from podhop.backends.kubernetes.backend import KubernetesBackend
+    from podhop.migrate.engine import MigrationError, Options, migrate
+
+    before = start_redis(ns, "node-1", keys=2000)
+    kept: dict[str, Any] = {}
+
+    def hook(name: str, m: Any) -> None:
+        kept["m"] = m
+        if name == "restore":
+            for image in m.driver.images.values():
+                m.driver.dst.request("DELETE", f"images/{urllib.parse.quote(image, safe='')}")
+
+    backend = KubernetesBackend.connect(ns.kubeconfig)
+    with pytest.raises(MigrationError) as err:
+        migrate(
+            backend, "redis", "node-2", strategy, ns.name, Options(timeout_s=90, on_phase=hook, probe=False)
+        )
+    assert err.value.phase == "restore" and "did not start" in str(err.value), err.value
+    assert "ErrImageNeverPull" in str(err.value) or "not found" in str(err.value), err.value
+    assert_source_intact(ns, before, kept["m"], keys=2000)
+
+
+@pytest.mark.parametrize("phase", ["freeze", "transfer", "switch"])
+def test_deadline_in_a_phase_keeps_source(ns: Ns, phase: str) -> None:
+    """The migration's deadline passes as a phase starts: "timed out", in that phase; the source serves."""
+    from podhop.backends.kubernetes.backend import KubernetesBackend
+    from podhop.migrate.engine import MigrationError, Options, migrate
+
+    before = start_redis(ns, "node-1", keys=2000)
+    kept: dict[str, Any] = {}
+
+    def hook(name: str, m: Any) -> None:
+        kept["m"] = m
+        if name == phase:
+            m.options.timeout_s = (time.monotonic() - m.started) - 0.001
+
+    backend = KubernetesBackend.connect(ns.kubeconfig)
+    with pytest.raises(MigrationError) as err:
+        migrate(
+            backend, "redis", "node-3", "cold", ns.name, Options(timeout_s=90, on_phase=hook, probe=False)
+        )
+    assert err.value.phase == phase and "timed out" in str(err.value), err.value
+    assert_source_intact(ns, before, kept["m"], keys=2000)
 
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"

@@ -253,6 +253,10 @@ def build(c: Component, report: Report) -> float:
             shutil.rmtree(final)
         os.rename(out, final)
         shutil.rmtree(work, ignore_errors=True)
+        if c.name == AGENT.name:  # versioned by source hash: each edit would leave a build behind
+            for old in root.glob(f"{c.name}-*"):
+                if old.is_dir() and old.name != c.key:
+                    shutil.rmtree(old, ignore_errors=True)
         report(f"{c.key}: built in {seconds:.0f} s")
         return seconds
     except BaseException:
