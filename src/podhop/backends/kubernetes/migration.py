@@ -21,8 +21,15 @@ A pod nobody owns is simply deleted after the switch.
 ``cold`` pauses the source's containers (through the agent) before the
 checkpoint, and after the switch kills them while still frozen, so the
 source never answers again; ``clone`` leaves it running until the restored
-pod is ready, then drains it gracefully. Post-copy is refused (no runtime
-restores lazily).
+pod is ready, takes it out of its Services (marked not Ready until the
+EndpointSlices drop it: :mod:`~podhop.backends.kubernetes.endpoints`) and only
+then lets it go, gracefully. Post-copy is refused (no runtime restores lazily).
+
+Undo, phase by phase: ``prepare``'s receives are cancelled (their listeners
+closed, any image they imported removed), ``freeze``'s tasks resumed, ``dump``'s
+archives deleted on the source node, ``restore``'s pod deleted, ``switch``'s
+deletion cost and not-Ready mark taken back. The restored container keeps its
+own snapshot, so the checkpoint image is removed once the migration is done.
 """
 
 from __future__ import annotations
