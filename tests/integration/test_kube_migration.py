@@ -442,6 +442,33 @@ def test_nginx_deployment_clone_under_load_fails_no_request(ns: Ns) -> None:
     assert ns.get("deployment", "nginx")["status"].get("readyReplicas") == 4
 
 
+def test_drained_pod_leaves_its_service_and_comes_back(ns: Ns) -> None:
+    """What a clone's switch does to its source (and its undo): not Ready -> out of the EndpointSlices,
+    still running; Ready again -> back in, and the kubelet does not fight either mark."""
+    from podhop.backends.kubernetes import endpoints
+    from podhop.backends.kubernetes.backend import KubernetesBackend
+
+    start_redis(ns, "node-1", keys=10)
+    ns.kubectl("expose", "pod", "redis", "--port=6379")
+    backend = KubernetesBackend.connect(ns.kubeconfig)
+    deadline = time.monotonic() + 30
+    while endpoints.serving_endpoints(backend, ns.name, "redis") != 1:
+        assert time.monotonic() < deadline, "the Service never offered the pod"
+        time.sleep(0.2)
+    t0 = time.monotonic()
+    assert endpoints.drain(backend, ns.name, "redis", timeout=15)
+    print(f"\ndrained in {time.monotonic() - t0:.1f} s")
+    assert endpoints.serving_endpoints(backend, ns.name, "redis") == 0
+    assert not ready(ns.get("pod", "redis")) and dbsize(ns, "redis") == 10  # out of service, still running
+    endpoints.set_ready(backend, ns.name, "redis", True)
+    deadline = time.monotonic() + 30
+    while endpoints.serving_endpoints(backend, ns.name, "redis") != 1:
+        assert time.monotonic() < deadline, "the undo did not bring the pod back into its Service"
+        time.sleep(0.2)
+    time.sleep(2)
+    assert ready(ns.get("pod", "redis")) and endpoints.serving_endpoints(backend, ns.name, "redis") == 1
+
+
 def test_postcopy_is_refused_clearly(ns: Ns) -> None:
     ns.apply(redis_pod("node-1"))
     ns.kubectl("wait", "--for=condition=Ready", "pod/redis", "--timeout=120s", timeout=130)
