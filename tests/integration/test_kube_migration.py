@@ -442,6 +442,33 @@ def test_nginx_deployment_clone_under_load_fails_no_request(ns: Ns) -> None:
     assert ns.get("deployment", "nginx")["status"].get("readyReplicas") == 4
 
 
+def test_cold_migration_of_a_deployments_pod_keeps_the_replica_count(ns: Ns) -> None:
+    """Owned and frozen: the ReplicaSet adopts the restored pod and deletes the source, which podhop
+    then kills while it is still frozen; the Deployment ends with its 2 replicas, one on the target."""
+    ns.kubectl("create", "deployment", "cache", "--image=redis", "--replicas=2")
+    ns.kubectl("rollout", "status", "deployment/cache", "--timeout=180s", timeout=200)
+    pods = ns.pods()
+    source = pods[0]
+    target = next(n for n in NODES if n not in {p["spec"]["nodeName"] for p in pods})
+    name = source["metadata"]["name"]
+    assert ns.kubectl("exec", name, "--", "redis-cli", "SET", "moved", "yes").strip() == "OK"
+    out = ns.podhop("migrate", name, "--to", target, "--strategy", "cold", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["warnings"] == [], report["warnings"]
+    new = report["new_pod"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pods = ns.pods()
+        if len(pods) == 2 and all(ready(p) for p in pods):
+            break
+        time.sleep(0.5)
+    names = {p["metadata"]["name"]: p for p in pods}
+    assert len(names) == 2 and name not in names and names[new]["spec"]["nodeName"] == target
+    assert names[new]["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
+    assert ns.kubectl("exec", new, "-c", "redis", "--", "redis-cli", "GET", "moved").strip() == "yes"
+
+
 def test_drained_pod_leaves_its_service_and_comes_back(ns: Ns) -> None:
     """What a clone's switch does to its source (and its undo): not Ready -> out of the EndpointSlices,
     still running; Ready again -> back in, and the kubelet does not fight either mark."""
