@@ -227,6 +227,28 @@ def test_agents_ready_on_every_node_and_manifests_accepted(ns: Ns) -> None:
         assert dry.count("(server dry run)") == len(kinds), dry
 
 
+def test_kube_install_reapplies_and_keeps_the_token(ns: Ns) -> None:
+    """``podhop kube install`` on a cluster that has the agent: same token, agents Ready, answering."""
+    from podhop.backends.kubernetes import agent as agents
+    from podhop.backends.kubernetes.backend import KubernetesBackend
+
+    backend = KubernetesBackend.connect(ns.kubeconfig)
+    before = agents.token(backend)
+    out = subprocess.run(
+        [sys.executable, "-m", "podhop", "kube", "install", "--cluster", ns.layout.cluster],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "daemonset/podhop-agent serverside-applied" in out.stdout
+    assert "Ready on 3 nodes" in out.stdout, out.stdout
+    assert agents.token(backend) == before
+    for node in NODES:
+        assert agents.agent_on(backend, node).request("GET", "healthz")["node"] == node
+
+
 def test_agent_refuses_without_its_token_and_unsafe_names(ns: Ns) -> None:
     from podhop.backends.kubernetes import agent as agents
     from podhop.backends.kubernetes.backend import KubernetesBackend

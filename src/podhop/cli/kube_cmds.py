@@ -10,9 +10,11 @@ both at ``cluster create``. Imports are inside the commands (start-up).
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from podhop.cli.common import console, handle_errors
+from podhop.cli.common import cluster_option, console, handle_errors
 
 
 @click.group("kube")
@@ -84,6 +86,68 @@ def agent_image_cmd(dest: str | None) -> None:
     console.print(
         f"agent image {agentimage.image_ref()}: OCI layout {oci}" + (f", pushed to {dest}" if dest else "")
     )
+
+
+@kube.command("install")
+@click.option(
+    "--image",
+    default=None,
+    help="Agent image the nodes can pull (required but for podhop's --kind kubernetes clusters).",
+)
+@click.option("--timeout", type=click.FloatRange(1), default=120.0, show_default=True)
+@cluster_option
+@handle_errors
+def install_cmd(image: str | None, timeout: float, target: Any) -> None:
+    """Apply the agent's objects (server-side apply) and wait until it is Ready on every node.
+
+    An installed agent's token is kept (running agents and their Secret stay in step)."""
+    import time
+
+    from podhop.backends.kubernetes import agent as agents
+    from podhop.backends.kubernetes import install
+    from podhop.backends.kubernetes.backend import KubernetesBackend
+    from podhop.errors import ClusterError, NotFoundError
+
+    backend = target.backend(mutating=True)
+    if not isinstance(backend, KubernetesBackend):
+        raise ClusterError(f"cluster {backend.name!r} is a {backend.kind} cluster: it has no node agent")
+    paths = install.EKS
+    record = backend.record
+    if record is not None and record.kind == "kubernetes":  # podhop's kind: per-node paths, its image
+        from podhop.kubekind import agentimage
+        from podhop.kubekind.cluster import KubeCluster
+
+        lay = KubeCluster(record).layout
+        paths = install.kind_paths(str(lay.run_dir / "nodes"), str(lay.dir / "nodes"))
+        if image is None:
+            agentimage.push_to_cluster(lay.registry, lambda _m: None)
+            image = agentimage.image_ref()
+    if image is None:
+        raise click.UsageError(
+            "give --image (where the nodes pull the agent from; see `podhop kube agent-image`)"
+        )
+    try:
+        token = agents.token(backend)
+    except (NotFoundError, agents.AgentError):
+        token = None
+    for message in backend.apply(
+        "podhop kube install", install.manifests(image, token, paths), lambda _m: None
+    ):
+        console.print(message, highlight=False)
+    nodes = {n.name for n in backend.nodes()}
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ready = set(agents.agents(backend))
+        except agents.AgentError:  # not listed yet
+            ready = set()
+        if ready >= nodes:
+            break
+        if time.monotonic() > deadline:
+            missing = ", ".join(sorted(nodes - ready))
+            raise ClusterError(f"the node agent is not Ready on {missing} after {timeout:.0f} s")
+        time.sleep(0.5)
+    console.print(f"podhop's node agent is Ready on {len(nodes)} nodes")
 
 
 COMMANDS = [kube]
