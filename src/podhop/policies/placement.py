@@ -62,16 +62,8 @@ from podhop.policies.scorers import (
 from podhop.policies.snapshot import CPU, F64, I64, MEM, UNPLACED, Arrays, Bools
 
 __all__ = [
-    "ALL",
-    "NEG",
-    "SCORERS",
-    "PlacementError",
-    "Scorer",
-    "State",
-    "best_node",
-    "could_fit",
-    "get_scorer",
-    "place",
+    "ALL", "NEG", "SCORERS", "PlacementError", "Scorer", "State",
+    "best_node", "could_fit", "get_scorer", "place",
 ]
 
 Mode: TypeAlias = Literal["auto", "exact", "fast"]

@@ -432,6 +432,7 @@ def remove_tree(path: Path) -> None:
 # --------------------------------------------------------------------------- writing the store
 
 
+
 @contextlib.contextmanager
 def _store_lock() -> Iterator[None]:
     """Exclusive lock on the image store, across processes; re-entrant within a thread."""

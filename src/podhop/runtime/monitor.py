@@ -85,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     log = _LogWriter(args.log)
-
     def join() -> None:  # in the child, before exec: the monitor itself stays where it is
         from podhop.runtime import cgroups
 
