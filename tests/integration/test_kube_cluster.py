@@ -53,7 +53,7 @@ KUBECTL = str(components.binary("kubectl"))
 @pytest.fixture(scope="module")
 def kcluster() -> Iterator[kube.KubeCluster]:
     store = Store()
-    name = f"kt-{secrets.token_hex(3)}"
+    name = f"{os.environ.get('PODHOP_TEST_PREFIX', 'kt')}-{secrets.token_hex(3)}"
     c = kube.create_cluster(store, name, 3, 1000, 2 * 2**30)
     try:
         yield c
@@ -246,7 +246,7 @@ def test_checkpoint_via_api_server_then_restore_on_another_node(ns: Ns) -> None:
 
 
 def test_delete_after_a_crash_half_way_through_create_leaves_nothing(kcluster: kube.KubeCluster) -> None:
-    name = f"kt-{secrets.token_hex(3)}"
+    name = f"{os.environ.get('PODHOP_TEST_PREFIX', 'kt')}-{secrets.token_hex(3)}"
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from podhop import __version__
-from podhop.cli import cluster_cmds, experiment_cmds, migrate_cmds, object_cmds, setup_cmds, sim_cmds
+from podhop.cli import (
+    cluster_cmds,
+    experiment_cmds,
+    kube_cmds,
+    migrate_cmds,
+    object_cmds,
+    setup_cmds,
+    sim_cmds,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,7 +27,7 @@ def cli(debug: bool) -> None:
         os.environ["PODHOP_DEBUG"] = "1"
 
 
-for module in (setup_cmds, cluster_cmds, object_cmds, migrate_cmds, experiment_cmds, sim_cmds):
+for module in (setup_cmds, cluster_cmds, kube_cmds, object_cmds, migrate_cmds, experiment_cmds, sim_cmds):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -28,7 +28,17 @@ from pathlib import Path
 
 from podhop import sh
 from podhop.errors import AlreadyExistsError, ClusterError, NotFoundError, PodhopError
-from podhop.kubekind import certs, components, config, control_plane, kubectl, manifests, nodes, registry
+from podhop.kubekind import (
+    agentimage,
+    certs,
+    components,
+    config,
+    control_plane,
+    kubectl,
+    manifests,
+    nodes,
+    registry,
+)
 from podhop.kubekind import processes as procs
 from podhop.kubekind.layout import MAX_NODES, KubeLayout
 from podhop.net import netns
@@ -148,6 +158,7 @@ def _create(cluster: KubeCluster, n_nodes: int, report: Report) -> None:
     registry.start_registry(lay)
     registry.push_base_images(lay, report)
     _start_control_plane(lay, report)
+    agentimage.apply(lay, report)  # its pods start as the nodes register
     budget = config.NodeBudget(rec.node_cpu_m, rec.node_memory_b, *nodes.host_capacity())
     for i in range(1, n_nodes + 1):
         report(f"{lay.node_name(i)}: namespace, containerd, kubelet, kube-proxy")
@@ -156,6 +167,8 @@ def _create(cluster: KubeCluster, n_nodes: int, report: Report) -> None:
     report(f"waiting for {n_nodes} nodes to be Ready")
     kubectl.wait_nodes_ready(lay, n_nodes, timeout=180)
     _start_lb_controller(lay)
+    report(f"waiting for podhop's node agent on {n_nodes} nodes")
+    agentimage.wait_ready(lay, n_nodes, timeout=120)
 
 
 def _write_kubeconfigs(lay: KubeLayout, n_nodes: int) -> None:

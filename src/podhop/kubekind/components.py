@@ -19,6 +19,7 @@ that ``kubectl version`` and ``containerd --version`` print.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -41,6 +42,16 @@ CONTAINERD_VERSION = "v2.3.7"
 ETCD_VERSION = "v3.6.16"
 METRICS_SERVER_VERSION = "v0.8.0"
 PAUSE_VERSION = "3.10"
+AGENT_VERSION = "0.1"  # bump by hand for a release; the source hash below changes with every edit
+
+
+def source_hash(name: str) -> str:
+    """A short hash of a wrapper module's files: a changed source is a new version, built anew."""
+    h = hashlib.sha256()
+    for f in sorted((GOMOD_DIR / name).iterdir()):
+        if f.is_file() and (f.suffix == ".go" or f.name in ("go.mod", "go.sum")):
+            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:10]
 
 
 @dataclass(frozen=True)
@@ -119,7 +130,15 @@ PAUSE = Component(
     "pause", PAUSE_VERSION, ("podhop.dev/kubekind/pause",), outputs={"podhop.dev/kubekind/pause": "pause"}
 )
 
-COMPONENTS: tuple[Component, ...] = (PAUSE, ETCD, CONTAINERD, METRICS_SERVER, KUBERNETES)
+#: podhop's node agent (``gomod/agent``): the DaemonSet's binary, see ``backends/kubernetes/install.py``.
+AGENT = Component(
+    "agent",
+    f"{AGENT_VERSION}-{source_hash('agent')}",
+    ("podhop.dev/kubekind/agent",),
+    outputs={"podhop.dev/kubekind/agent": "podhop-agent"},
+)
+
+COMPONENTS: tuple[Component, ...] = (PAUSE, AGENT, ETCD, CONTAINERD, METRICS_SERVER, KUBERNETES)
 
 
 def bin_root() -> Path:
@@ -234,6 +253,10 @@ def build(c: Component, report: Report) -> float:
             shutil.rmtree(final)
         os.rename(out, final)
         shutil.rmtree(work, ignore_errors=True)
+        if c.name == AGENT.name:  # versioned by source hash: each edit would leave a build behind
+            for old in root.glob(f"{c.name}-*"):
+                if old.is_dir() and old.name != c.key:
+                    shutil.rmtree(old, ignore_errors=True)
         report(f"{c.key}: built in {seconds:.0f} s")
         return seconds
     except BaseException:

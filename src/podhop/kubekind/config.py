@@ -37,6 +37,12 @@ from podhop.kubekind.layout import (
 )
 
 PAUSE_IMAGE = "docker.io/podhop/pause:3.10"
+#: CRIU options for every dump and restore the nodes' runc runs (``CRIU_CONFIG_FILE`` of containerd):
+#: the CRI's checkpoint passes no TCP options, so a pod with open connections (any server under load)
+#: would fail with "Connected TCP socket, consider using --tcp-established". A restored pod has a new
+#: address, so its connections cannot live on: they are dumped and restored closed (``tcp-close``),
+#: and connections still in a listener's accept queue are skipped (``skip-in-flight``).
+CRIU_CONF = "tcp-close\nskip-in-flight\n"
 CNI_BIN_DIR = "/usr/lib/cni"
 RUNC = "/usr/sbin/runc"
 

@@ -147,6 +147,8 @@ def start_node_daemons(lay: KubeLayout, i: int) -> None:
     name, ns, logs, run = lay.node_name(i), lay.node_netns(i), lay.logs, lay.node_run_dir(i)
     criu_dir = paths().criu_wrapper.parent
     log = logs / f"{name}-containerd.log"
+    criu_conf = lay.dir / "criu.conf"
+    criu_conf.write_text(config.CRIU_CONF)
     pid = procs.start(
         f"{name} containerd",
         config.containerd_argv(lay, i, b("containerd")),
@@ -154,6 +156,8 @@ def start_node_daemons(lay: KubeLayout, i: int) -> None:
         run / "containerd.pid",
         netns=ns,
         path_prefix=(criu_dir, b("containerd").parent),
+        # CRIU reads this file in runc's RPC mode too; the CRI gives runc no TCP options (see config).
+        env={"CRIU_CONFIG_FILE": str(criu_conf)},
     )
     sock = lay.containerd_socket(i)
     procs.wait_until(f"{name} containerd", sock.exists, 60, pid=pid, log=log)

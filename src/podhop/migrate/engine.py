@@ -62,8 +62,8 @@ class Migration:
             yield
         except MigrationError:
             raise
-        except PodhopError as exc:
-            raise MigrationError(name, str(exc)) from exc
+        except PodhopError as exc:  # the cause's hint (how to fix it) goes along
+            raise MigrationError(name, str(exc), hint=exc.hint) from exc
         except OSError as exc:
             raise MigrationError(name, str(exc)) from exc
         finally:

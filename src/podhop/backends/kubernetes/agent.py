@@ -39,6 +39,10 @@ class AgentError(ClusterError):
     """The node agent is missing, unreachable, or refused an operation."""
 
 
+class AgentNotFound(AgentError, NotFoundError):
+    """The agent has no such checkpoint, receive, image or container (HTTP 404)."""
+
+
 @dataclass
 class Agent:
     """The agent on one node."""
@@ -52,51 +56,52 @@ class Agent:
     def _path(self, path: str) -> str:
         return f"/api/v1/namespaces/{NAMESPACE}/pods/{self.pod}:{PORT}/proxy/{path.lstrip('/')}"
 
+    def _open(self, what: str, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> Any:
+        """One request through the pod proxy, its body not read yet (a ``RESTResponse``); a status
+        >= 400 becomes :class:`AgentError` (:class:`AgentNotFound` for 404) with the agent's message."""
+        headers = {"X-Podhop-Token": self.token, "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        client = self.backend.api
+        method, url, headers, body, post = client.param_serialize(
+            method, self._path(path), header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        resp = api.call(what, client.call_api, method, url, headers, body, post, timeout=timeout)
+        if resp.status >= 400:
+            raw = resp.read() or b""
+            try:
+                message = json.loads(raw).get("error") or raw.decode(errors="replace")
+            except (ValueError, AttributeError):
+                message = raw.decode(errors="replace")[:300]
+            error = AgentNotFound if resp.status == 404 else AgentError
+            raise error(f"{what}: {str(message).strip()[:300]} (HTTP {resp.status})")
+        return resp
+
     def request(
         self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 60.0
     ) -> dict[str, Any]:
         """One JSON request; a refusal becomes :class:`AgentError` with the agent's own message."""
-        headers = {"X-Podhop-Token": self.token, "Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        resp = api.call(
-            f"agent on {self.node}: {method} /{path.lstrip('/')}",
-            self.backend.api.call_api,
-            self._path(path),
-            method,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            timeout=timeout,
-        )
-        raw = resp[0].data if isinstance(resp, tuple) else resp.data
+        what = f"agent on {self.node}: {method} /{path.lstrip('/')}"
+        raw = self._open(what, method, path, body, timeout).read()
         try:
             doc = json.loads(raw or b"{}")
         except ValueError as exc:
             raise AgentError(f"agent on {self.node} answered {raw[:100]!r}") from exc
-        if isinstance(doc, dict) and doc.get("error"):
-            raise AgentError(f"agent on {self.node}: {doc['error']}")
-        return doc if isinstance(doc, dict) else {}
+        return doc if isinstance(doc, dict) else {}  # refusals come with a status >= 400 (see _open)
 
     def download(self, name: str, fh: Any, timeout: float = 600.0) -> int:
         """Stream the checkpoint archive ``name`` from this node into the open file ``fh``."""
         quoted = urllib.parse.quote(name, safe="")
-        resp = api.call(
-            f"agent on {self.node}: fetching {name}",
-            self.backend.api.call_api,
-            self._path(f"checkpoints/{quoted}"),
-            "GET",
-            header_params={"X-Podhop-Token": self.token},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            timeout=timeout,
+        resp = self._open(
+            f"agent on {self.node}: fetching {name}", "GET", f"checkpoints/{quoted}", None, timeout
         )
-        stream = resp[0] if isinstance(resp, tuple) else resp
         total = 0
-        for chunk in stream.stream(CHUNK):
-            fh.write(chunk)
-            total += len(chunk)
+        try:
+            for chunk in resp.response.stream(CHUNK):
+                fh.write(chunk)
+                total += len(chunk)
+        finally:
+            resp.response.release_conn()
         return total
 
     def wait_received(self, receive_id: str, timeout: float) -> dict[str, Any]:
@@ -142,11 +147,10 @@ def agents(backend: KubernetesBackend) -> dict[str, Agent]:
     secret = token(backend)
     out = {}
     for p in pods:
-        ready = any(c.ready for c in p.status.container_statuses or [])
-        if p.spec.node_name and ready and p.status.phase == "Running":
-            out[p.spec.node_name] = Agent(
-                backend, p.spec.node_name, p.metadata.name, p.status.pod_ip or "", secret
-            )
+        status, node = p.get("status") or {}, (p.get("spec") or {}).get("nodeName")
+        ready = any(c.get("ready") for c in status.get("containerStatuses") or [])
+        if node and ready and status.get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"):
+            out[node] = Agent(backend, node, p["metadata"]["name"], status.get("podIP") or "", secret)
     return out
 
 

@@ -11,10 +11,12 @@ pinned to that node whose container runs from it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import socket
 import time
+import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,9 +26,11 @@ from podhop.archive.writer import Output
 from podhop.backends.base import Pod
 from podhop.backends.kubernetes import agent as agents
 from podhop.backends.kubernetes import api
-from podhop.backends.kubernetes.migration import HOSTNAME, _items
+from podhop.backends.kubernetes.kubelet import kubelet_checkpoint
+from podhop.backends.kubernetes.migration import HOSTNAME
 from podhop.errors import AlreadyExistsError, PodhopError
 from podhop.migrate.plan import MigrationError
+from podhop.objects.schema import dns1123_label
 
 if TYPE_CHECKING:
     from podhop.backends.kubernetes.backend import KubernetesBackend
@@ -55,16 +59,7 @@ def checkpoint_to_file(
     source = agents.agent_on(backend, pod.node)
     archive = ""
     try:
-        answer = api.call(
-            f"kubelet checkpoint of {pod_name}/{ctr} on {pod.node}",
-            backend.core.connect_post_node_proxy_with_path,
-            pod.node,
-            f"checkpoint/{namespace}/{pod_name}/{ctr}?timeout=120",
-            timeout=130,
-        )
-        items = _items(answer)
-        if not items:
-            raise MigrationError("dump", f"the kubelet returned no archive: {answer!r:.200}")
+        items = kubelet_checkpoint(backend, pod.node, namespace, pod_name, ctr, 120)
         archive = Path(items[0]).name
         assert out.fd is not None
         with open(out.fd, "wb", closefd=False) as fh:
@@ -82,6 +77,20 @@ def checkpoint_to_file(
     return output
 
 
+def _cri_names(name: str) -> tuple[str, str, str] | None:
+    """(container, pod, namespace) from a CRI container name ``<container>_<pod>_<ns>_<uid>_<attempt>``
+    (all DNS labels, so the underscores split it unambiguously); None for any other name."""
+    parts = name.split("_")
+    if len(parts) != 5 or not parts[4].isdigit():
+        return None
+    try:
+        for label in parts[:3]:
+            dns1123_label(label)
+    except ValueError:
+        return None
+    return parts[0], parts[1], parts[2]
+
+
 def _local_address_towards(ip: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((ip, 9))
@@ -90,11 +99,15 @@ def _local_address_towards(ip: str) -> str:
 
 def restore_from_file(backend: KubernetesBackend, archive: Path, node: str, name: str | None) -> Pod:
     contents = reader.read(archive)  # checked before any byte leaves this machine
-    ctr = layout.container_name(contents.config)
     meta = contents.config.podhop
-    pod_name = name or (meta.pod if meta else ctr)
+    kube = _cri_names(contents.config.name)
+    if kube is not None and meta is None:  # a kubelet's archive (containerd/CRI-O naming)
+        ctr, from_pod, namespace = kube
+    else:
+        ctr = layout.container_name(contents.config)
+        from_pod, namespace = (meta.pod, meta.namespace) if meta else (ctr, "default")
+    pod_name = name or from_pod
     layout.pod_name(pod_name)
-    namespace = meta.namespace if meta else "default"
     if any(p.name == pod_name for p in backend.pods(namespace)):
         raise AlreadyExistsError(f'pod "{pod_name}" already exists', hint="restore with --name NEW")
     target = agents.agent_on(backend, node)
@@ -121,7 +134,26 @@ def restore_from_file(backend: KubernetesBackend, archive: Path, node: str, name
             conn.sendall(chunk)
         conn.shutdown(socket.SHUT_WR)
         conn.recv(1)
-    target.wait_received(str(status["id"]), 120)
+    quoted = urllib.parse.quote(image, safe="")
+    try:
+        target.wait_received(str(status["id"]), 120)
+        pod = _create_restored(backend, contents, meta, ctr, pod_name, namespace, node, image)
+    finally:  # the running container has its own snapshot: the image is not needed any more
+        with contextlib.suppress(PodhopError):
+            target.request("DELETE", f"images/{quoted}")
+    return pod
+
+
+def _create_restored(
+    backend: KubernetesBackend,
+    contents: reader.Contents,
+    meta: layout.PodhopMeta | None,
+    ctr: str,
+    pod_name: str,
+    namespace: str,
+    node: str,
+    image: str,
+) -> Pod:
     base = contents.config.rootfs_image_name or ""
     labels = meta.labels if meta else {}
     ports = [{"containerPort": p} for p in (meta.ports if meta else [])]
@@ -147,4 +179,6 @@ def restore_from_file(backend: KubernetesBackend, archive: Path, node: str, name
         if pod.ready:
             return pod
         time.sleep(0.2)
+    with contextlib.suppress(PodhopError):  # a restore that did not start leaves nothing behind
+        api.call(f"deleting {pod_name}", backend.core.delete_namespaced_pod, pod_name, namespace)
     raise MigrationError("restore", f"{pod_name} on {node} did not become ready within 120 s")

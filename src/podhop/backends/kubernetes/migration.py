@@ -21,8 +21,15 @@ A pod nobody owns is simply deleted after the switch.
 ``cold`` pauses the source's containers (through the agent) before the
 checkpoint, and after the switch kills them while still frozen, so the
 source never answers again; ``clone`` leaves it running until the restored
-pod is ready, then drains it gracefully. Post-copy is refused (no runtime
-restores lazily).
+pod is ready, takes it out of its Services (marked not Ready until the
+EndpointSlices drop it: :mod:`~podhop.backends.kubernetes.endpoints`) and only
+then lets it go, gracefully. Post-copy is refused (no runtime restores lazily).
+
+Undo, phase by phase: ``prepare``'s receives are cancelled (their listeners
+closed, any image they imported removed), ``freeze``'s tasks resumed, ``dump``'s
+archives deleted on the source node, ``restore``'s pod deleted, ``switch``'s
+deletion cost and not-Ready mark taken back. The restored container keeps its
+own snapshot, so the checkpoint image is removed once the migration is done.
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from podhop.backends.base import Deadline, Pod
 from podhop.backends.kubernetes import agent as agents
-from podhop.backends.kubernetes import api
+from podhop.backends.kubernetes import api, endpoints
+from podhop.backends.kubernetes.kubelet import kubelet_checkpoint
 from podhop.errors import NotFoundError, PodhopError
 from podhop.migrate.plan import MigrationError, MigrationPlan, Options, Strategy
 from podhop.migrate.report import MoveFigures
@@ -125,7 +133,7 @@ class KubeMigration:
                 },
             )
             self.receives[c] = (str(status["id"]), int(status["port"]), secret)
-            undo.callback(self._remove_image, c)
+            undo.callback(self._abandon_receive, c)
 
     def freeze(self, undo: ExitStack, deadline: Deadline) -> None:
         assert self.src is not None
@@ -139,18 +147,10 @@ class KubeMigration:
 
     def dump(self, undo: ExitStack, deadline: Deadline) -> None:
         for c in self.containers:
-            path = f"checkpoint/{self.pod.namespace}/{self.pod.name}/{c}"
             timeout = min(CHECKPOINT_TIMEOUT_S, int(deadline("dump")))
-            answer = api.call(
-                f"kubelet checkpoint of {self.pod.name}/{c} on {self.plan.source}",
-                self.backend.core.connect_post_node_proxy_with_path,
-                self.plan.source,
-                f"{path}?timeout={timeout}",
-                timeout=timeout + 10,
+            items = kubelet_checkpoint(
+                self.backend, self.plan.source, self.pod.namespace, self.pod.name, c, timeout
             )
-            items = _items(answer)
-            if not items:
-                raise MigrationError("dump", f"the kubelet returned no archive for {c}: {answer!r:.200}")
             self.archives[c] = PurePosixPath(items[0]).name
             undo.callback(self._remove_archive, c)
 
@@ -195,6 +195,10 @@ class KubeMigration:
     def switch(self, undo: ExitStack, deadline: Deadline) -> None:
         """The restored pod takes the source's place (see the module doc for owned pods)."""
         core, ns = self.backend.core, self.pod.namespace
+        if self.plan.strategy is Strategy.CLONE:  # out of its Services before it is stopped
+            undo.callback(endpoints.set_ready, self.backend, ns, self.pod.name, True)
+            if not endpoints.drain(self.backend, ns, self.pod.name, min(15.0, deadline("switch"))):
+                raise MigrationError("switch", f"the Services kept sending {self.pod.name} connections")
         if self.owned:
             api.call(
                 f"marking {self.pod.name} to go",
@@ -236,8 +240,7 @@ class KubeMigration:
             for c in list(self.frozen):  # killed while frozen: it never runs again
                 try:
                     assert self.src is not None
-                    self.src.request("POST", f"tasks/{self.ids[c]}/kill", {})
-                    self.src.request("POST", f"tasks/{self.ids[c]}/resume", {})
+                    self.src.request("POST", f"tasks/{self.ids[c]}/kill", {})  # thawed by the agent
                 except PodhopError as exc:
                     warnings.append(f"stopping the frozen source {c}: {exc}")
             self.frozen.clear()
@@ -364,6 +367,21 @@ class KubeMigration:
         if name and self.src is not None:
             self.src.request("DELETE", f"checkpoints/{name}")
 
+    def _abandon_receive(self, c: str) -> None:
+        """Undo of prepare: close the target's listener, let a running import end, remove its image."""
+        if self.dst is None or c not in self.receives:
+            return
+        receive_id = self.receives[c][0]
+        with suppress(PodhopError):  # best effort: an unwinding must not hide why it unwinds
+            self.dst.request("DELETE", f"receive/{receive_id}")
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                if self.dst.request("GET", f"receive/{receive_id}").get("state") in ("done", "failed"):
+                    break
+                time.sleep(0.1)
+        with suppress(PodhopError):
+            self._remove_image(c)
+
     def _remove_image(self, c: str) -> None:
         if self.dst is not None:
             import urllib.parse
@@ -378,18 +396,3 @@ def _new_name(pod: Pod, owned: bool) -> str:
     if owned and pod.owner_name:
         return f"{pod.owner_name}-{''.join(secrets.choice(alphabet) for _ in range(5))}"
     return f"{pod.name[:57]}-m{secrets.token_hex(2)}"
-
-
-def _items(answer: Any) -> list[str]:
-    import ast
-    import json
-
-    text = answer.decode() if isinstance(answer, bytes) else str(answer)
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            doc = parse(text)
-        except (ValueError, SyntaxError):
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("items"), list):
-            return [str(i) for i in doc["items"]]
-    return []
