@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -47,6 +48,7 @@ from podhop.backends.local.backend import LocalBackend  # noqa: E402
 from podhop.backends.local.cluster import create_cluster, delete_cluster  # noqa: E402
 from podhop.migrate.engine import Options, migrate  # noqa: E402
 from podhop.migrate.probe import Probe, summarize  # noqa: E402
+from podhop.runtime.criu import last_error  # noqa: E402
 from podhop.settings import paths  # noqa: E402
 from podhop.store import Store  # noqa: E402
 
@@ -100,7 +102,7 @@ def podman_round(archive: Path, probed: bool) -> dict[str, Any]:
     try:
         out = podman("container", "checkpoint", "--export", str(archive), NAME, check=False, timeout=300)
         if out.returncode != 0:
-            return {"ok": False, "error": " ".join(out.stderr.split())[-300:]}
+            return {"ok": False, "error": _reason(out.stderr)}
         checkpointed = time.monotonic()
         podman("rm", "-f", "-t", "0", NAME)
         podman("container", "restore", "--import", str(archive), "--name", NAME, timeout=300)
@@ -122,6 +124,15 @@ def podman_round(archive: Path, probed: bool) -> dict[str, Any]:
         result["probe"] = dataclasses.asdict(summary)
         result["downtime_ms"] = summary.downtime_ms
     return result
+
+
+def _reason(stderr: str) -> str:
+    """CRIU's own first error (from the dump log in the work path Podman names), else Podman's last
+    words: why the checkpoint failed."""
+    found = re.search(r"--work-path (\S+)", stderr)
+    logs = [Path(found.group(1)) / "dump.log"] if found else []
+    reason = last_error(*logs)  # CRIU's first real error (not the benign rlimit one)
+    return f"CRIU: {reason[:200]}" if reason else " ".join(stderr.split())[-200:]
 
 
 def restart_podman_container() -> None:
