@@ -13,7 +13,6 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import kube_cluster, kube_unavailable
 
 from podhop.kubekind import cluster as kube
 from podhop.kubekind import components, registry
@@ -33,18 +33,7 @@ from podhop.store import Store
 pytestmark = pytest.mark.integration
 
 
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    missing = [c.key for c in components.COMPONENTS if not components.is_built(c)]
-    if missing:
-        return f"Kubernetes components not built ({', '.join(missing)}): run `podhop setup`"
-    if shutil.which("hey") is None:
-        return "needs hey (run `podhop setup`)"
-    return None
-
-
-if (why := _missing()) is not None:
+if (why := kube_unavailable()) is not None:
     pytest.skip(why, allow_module_level=True)
 
 KUBECTL = str(components.binary("kubectl"))
@@ -52,15 +41,8 @@ KUBECTL = str(components.binary("kubectl"))
 
 @pytest.fixture(scope="module")
 def kcluster() -> Iterator[kube.KubeCluster]:
-    store = Store()
-    name = f"{os.environ.get('PODHOP_TEST_PREFIX', 'kt')}-{secrets.token_hex(3)}"
-    c = kube.create_cluster(store, name, 3, 1000, 2 * 2**30)
-    try:
+    with kube_cluster("kt") as c:
         yield c
-    finally:
-        left = kube.delete_cluster(store, name)
-        assert left == [], f"delete left residue: {left}"
-        assert kube.residue(name, c.record.idx) == []
 
 
 @dataclass

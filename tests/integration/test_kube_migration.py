@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,29 +28,18 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import kube_cluster, kube_unavailable
 
 from podhop.errors import PodhopError
 from podhop.kubekind import cluster as kube
 from podhop.kubekind import components
 from podhop.kubekind.layout import KubeLayout
 from podhop.sh import default_sigint
-from podhop.store import Store
 
 pytestmark = pytest.mark.integration
 
 
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    missing = [c.key for c in components.COMPONENTS if not components.is_built(c)]
-    if missing:
-        return f"Kubernetes components not built ({', '.join(missing)}): run `podhop setup`"
-    if shutil.which("hey") is None:
-        return "needs hey (run `podhop setup`)"
-    return None
-
-
-if (why := _missing()) is not None:
+if (why := kube_unavailable()) is not None:
     pytest.skip(why, allow_module_level=True)
 
 KUBECTL = str(components.binary("kubectl"))
@@ -63,17 +50,8 @@ KEYS = 20_000
 
 @pytest.fixture(scope="module")
 def kcluster() -> Iterator[kube.KubeCluster]:
-    store = Store()
-    name = f"{os.environ.get('PODHOP_TEST_PREFIX', 'km')}-{secrets.token_hex(3)}"
-    t0 = time.monotonic()
-    c = kube.create_cluster(store, name, 3, 1000, 2 * 2**30)
-    print(f"\ncluster {name} with agents Ready in {time.monotonic() - t0:.1f} s")
-    try:
+    with kube_cluster("km") as c:
         yield c
-    finally:
-        left = kube.delete_cluster(store, name)
-        assert left == [], f"delete left residue: {left}"
-        assert kube.residue(name, c.record.idx) == []
 
 
 @dataclass
