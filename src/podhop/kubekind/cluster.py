@@ -166,7 +166,7 @@ def _create(cluster: KubeCluster, n_nodes: int, report: Report) -> None:
     nodes.link_nodes(lay, n_nodes)
     report(f"waiting for {n_nodes} nodes to be Ready")
     kubectl.wait_nodes_ready(lay, n_nodes, timeout=180)
-    _start_lb_controller(lay)
+    _start_lb_controller(lay, n_nodes)
     report(f"waiting for podhop's node agent on {n_nodes} nodes")
     agentimage.wait_ready(lay, n_nodes, timeout=120)
 
@@ -240,7 +240,7 @@ def _start_control_plane(lay: KubeLayout, report: Report) -> None:
         procs.start(name, argv, lay.logs / f"{name}.log", lay.run_dir / f"{name}.pid")
 
 
-def _start_lb_controller(lay: KubeLayout) -> None:
+def _start_lb_controller(lay: KubeLayout, n_nodes: int) -> None:
     argv = [
         sys.executable,
         "-m",
@@ -249,6 +249,7 @@ def _start_lb_controller(lay: KubeLayout) -> None:
         f"--api-host={lay.host_ip}",
         "--api-port=6443",
         f"--pool-prefix={lay.lb_ip(0).rsplit('.', 1)[0]}",
+        *(f"--netns={lay.node_netns(i)}" for i in range(1, n_nodes + 1)),
     ]
     procs.start("lb-controller", argv, lay.logs / "lb-controller.log", lay.run_dir / "lb-controller.pid")
 

@@ -10,6 +10,14 @@ status is set, so nothing else is needed for traffic to flow.
 
 It talks to the API server over TLS as ``podhop:lb-controller`` (a client
 certificate bound to a role that may only read services and write their status).
+
+A client that connects the moment the address shows (the seed runs ``hey`` right
+after ``kubectl get svc``) reaches a node before its kube-proxy has the rules:
+that first SYN leaves a conntrack entry *without* DNAT, and every retransmission
+of it follows the entry into nowhere until the client gives up (20 s for hey).
+So once every node's kube-proxy has programmed a new address, the controller
+deletes the nodes' conntrack entries to it that were not translated (reply source
+= the address itself): the client's next retransmission is translated and served.
 """
 
 from __future__ import annotations
@@ -17,13 +25,18 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import shutil
 import ssl
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 POLL_S = 1.0
+#: How long a new address may wait for the nodes' kube-proxies to program it.
+SETTLE_S = 30.0
 
 
 def pick_addresses(services: list[dict[str, Any]], pool_prefix: str) -> dict[tuple[str, str], str]:
@@ -68,7 +81,38 @@ class Api:
             conn.close()
 
 
-def run(api: Api, pool_prefix: str, cluster_dir: Path) -> None:
+def _netns(ns: str, argv: list[str]) -> list[str]:
+    return ["nsenter", f"--net=/run/netns/{ns}", "--", *argv]
+
+
+def settle(addr: str, netns: list[str], within: float = SETTLE_S) -> bool:
+    """Wait (bounded) until every node's kube-proxy has rules for ``addr``, then drop the nodes'
+    untranslated conntrack entries to it (see the module doc). True when all nodes were ready."""
+    deadline = time.monotonic() + within
+    waiting = list(netns)
+    while waiting and time.monotonic() < deadline:
+        for ns in list(waiting):
+            out = subprocess.run(
+                _netns(ns, ["iptables-save", "-t", "nat"]), capture_output=True, text=True, timeout=10
+            )
+            if f"{addr}/32" in out.stdout:
+                waiting.remove(ns)
+        time.sleep(0.05)
+    dropped = []
+    if shutil.which("conntrack") is not None:
+        for ns in netns:
+            out = subprocess.run(
+                _netns(ns, ["conntrack", "-D", "--orig-dst", addr, "--reply-src", addr]),
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            dropped.append(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "")
+    print(f"{addr}: programmed on {len(netns) - len(waiting)} of {len(netns)} nodes; {dropped}", flush=True)
+    return not waiting
+
+
+def run(api: Api, pool_prefix: str, cluster_dir: Path, netns: list[str]) -> None:
     while cluster_dir.is_dir():
         try:
             services = api.call("GET", "/api/v1/services")["items"]
@@ -79,6 +123,7 @@ def run(api: Api, pool_prefix: str, cluster_dir: Path) -> None:
                     {"status": {"loadBalancer": {"ingress": [{"ip": addr, "ipMode": "VIP"}]}}},
                 )
                 print(f"{ns}/{name}: {addr}", flush=True)
+                threading.Thread(target=settle, args=(addr, netns), daemon=True).start()
         except (OSError, ValueError, KeyError, ssl.SSLError, http.client.HTTPException) as exc:
             print(f"lb-controller: {exc}", file=sys.stderr, flush=True)
         time.sleep(POLL_S)
@@ -90,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--api-host", required=True)
     ap.add_argument("--api-port", type=int, required=True)
     ap.add_argument("--pool-prefix", required=True, help="first three octets of the pool, e.g. 10.201.97")
+    ap.add_argument("--netns", action="append", default=[], help="a node's network namespace (repeated)")
     args = ap.parse_args(argv)
-    run(Api(args.api_host, args.api_port, args.cluster_dir / "pki"), args.pool_prefix, args.cluster_dir)
+    api = Api(args.api_host, args.api_port, args.cluster_dir / "pki")
+    run(api, args.pool_prefix, args.cluster_dir, args.netns)
     return 0
 
 

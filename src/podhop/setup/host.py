@@ -71,6 +71,7 @@ APT_PACKAGES: tuple[str, ...] = (
     "skopeo",  # moves OCI images (podhop's layouts to registries and container storage)
     "podman",  # the peer podhop's checkpoint archives interoperate with (tests, baseline benchmark)
     "zstd",  # Podman's archives are zstd-compressed
+    "conntrack",  # the Kubernetes kind's LB controller drops connections pinned before kube-proxy's rules
 )
 
 CRIU_MIN_VERSION = (4, 2, 0)
