@@ -139,7 +139,8 @@ class LocalMigration:
         self.transfers = [carry.start_transfer(mv, deadline("prepare"), undo) for mv in self.moves]
         for mv in self.moves:
             memory = self._memory(mv)
-            carry.images_in_memory(mv, memory or 0, undo)
+            if memory is not None:  # unknown: the images stay on the node's disk
+                carry.images_in_memory(mv, memory, undo)
             steps.prestart_monitor(mv, undo)
             steps.secure_links(mv, undo)
             # Pages stream to a page server while CRIU dumps only for much memory: CRIU's client
