@@ -152,8 +152,7 @@ class LocalMigration:
 
     def _memory(self, mv: steps.ContainerMove) -> int | None:
         """The container's memory working set (what its checkpoint will hold, about)."""
-        rel = f"{cgroups.relpath(self.cluster.name, self.pod.node, self.pod.sandbox)}/{mv.source.name}"
-        used = cgroups.usage(rel)
+        used = cgroups.usage(podops.container_cgroup(self.cluster, self.pod, mv.source.name))
         return used.memory_working_set_b if used else None
 
     def freeze(self, undo: ExitStack, deadline: Deadline) -> None:

@@ -153,7 +153,7 @@ def freeze(cluster: LocalCluster, ctr: ContainerRecord, pod: PodRecord, undo: Ex
     gives up quickly on a CPU-throttled cgroup); CRIU then finds the cgroup frozen at its first look
     and skips its own 100 ms freezing step. runc reads the state back from the same freezer."""
     undo.callback(resume_source, cluster, ctr, pod)
-    rel = f"{cgroups.relpath(cluster.name, pod.node, pod.sandbox)}/{ctr.name}"
+    rel = podops.container_cgroup(cluster, pod, ctr.name)
     try:
         frozen = cgroups.freeze(rel)
     except OSError as exc:

@@ -38,6 +38,11 @@ def pod_dir(cluster: LocalCluster, node: str, name: str, sandbox: str) -> Path:
     return cluster.node_dir(node) / "pods" / f"{name}.{sandbox}"
 
 
+def container_cgroup(cluster: LocalCluster, pod: PodRecord, container: str) -> str:
+    """A container's cgroup, relative to each hierarchy's root (its runc ``cgroupsPath``)."""
+    return f"{cgroups.relpath(cluster.name, pod.node, pod.sandbox)}/{container}"
+
+
 def pull(cluster: LocalCluster, node: str, image: Image) -> Path:
     """Make ``image`` present in the node's image store; return its root filesystem.
 
@@ -210,7 +215,7 @@ def container_config(
         process,
         hostname=pod.name,
         netns_path=netns.netns_path(pod.netns),
-        cgroups_path=cgroups.relpath(cluster.name, pod.node, pod.sandbox) + "/" + ctr.name,
+        cgroups_path=container_cgroup(cluster, pod, ctr.name),
         cpu_limit_m=ctr.limits.cpu_m,
         memory_limit_b=ctr.limits.memory_b,
         annotations={
