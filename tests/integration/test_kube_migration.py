@@ -471,29 +471,43 @@ def test_cold_migration_of_a_deployments_pod_keeps_the_replica_count(ns: Ns) -> 
 
 def test_drained_pod_leaves_its_service_and_comes_back(ns: Ns) -> None:
     """What a clone's switch does to its source (and its undo): not Ready -> out of the EndpointSlices,
-    still running; Ready again -> back in, and the kubelet does not fight either mark."""
+    still running, and kept out for the caller's let-go time although its kubelet rewrites the mark
+    every 10 s; left alone, the kubelet does put it back; Ready again -> back in."""
     from podhop.backends.kubernetes import endpoints
     from podhop.backends.kubernetes.backend import KubernetesBackend
 
     start_redis(ns, "node-1", keys=10)
     ns.kubectl("expose", "pod", "redis", "--port=6379")
     backend = KubernetesBackend.connect(ns.kubeconfig)
+
+    def serving() -> int:
+        return endpoints.serving_endpoints(backend, ns.name, "redis")
+
     deadline = time.monotonic() + 30
-    while endpoints.serving_endpoints(backend, ns.name, "redis") != 1:
+    while serving() != 1:
         assert time.monotonic() < deadline, "the Service never offered the pod"
         time.sleep(0.2)
     t0 = time.monotonic()
-    assert endpoints.drain(backend, ns.name, "redis", timeout=15)
-    print(f"\ndrained in {time.monotonic() - t0:.1f} s")
-    assert endpoints.serving_endpoints(backend, ns.name, "redis") == 0
-    assert not ready(ns.get("pod", "redis")) and dbsize(ns, "redis") == 10  # out of service, still running
-    endpoints.set_ready(backend, ns.name, "redis", True)
+    assert endpoints.drain(backend, ns.name, "redis", timeout=25)
+    drained = time.monotonic()
+    print(f"\ndrained in {drained - t0:.1f} s")
+    while time.monotonic() < drained + endpoints.LET_GO_S:  # the let-go window drain promises
+        assert serving() == 0 and not ready(ns.get("pod", "redis"))
+        time.sleep(0.2)
+    assert dbsize(ns, "redis") == 10  # out of service, still running
+    # Nobody keeping it out: within one reconcile period its kubelet marks it Ready again.
+    deadline = drained + endpoints.KUBELET_SYNC_S + 5
+    while not ready(ns.get("pod", "redis")):
+        assert time.monotonic() < deadline, "the kubelet never rewrote the mark: drain waits for nothing"
+        time.sleep(0.2)
+    endpoints.set_ready(backend, ns.name, "redis", False)
+    endpoints.set_ready(backend, ns.name, "redis", True)  # the undo
     deadline = time.monotonic() + 30
-    while endpoints.serving_endpoints(backend, ns.name, "redis") != 1:
+    while serving() != 1:
         assert time.monotonic() < deadline, "the undo did not bring the pod back into its Service"
         time.sleep(0.2)
     time.sleep(2)
-    assert ready(ns.get("pod", "redis")) and endpoints.serving_endpoints(backend, ns.name, "redis") == 1
+    assert ready(ns.get("pod", "redis")) and serving() == 1
 
 
 def test_postcopy_is_refused_clearly(ns: Ns) -> None:

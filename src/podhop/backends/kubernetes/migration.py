@@ -22,8 +22,9 @@ A pod nobody owns is simply deleted after the switch.
 checkpoint, and after the switch kills them while still frozen, so the
 source never answers again; ``clone`` leaves it running until the restored
 pod is ready, takes it out of its Services (marked not Ready until the
-EndpointSlices drop it: :mod:`~podhop.backends.kubernetes.endpoints`) and only
-then lets it go, gracefully. Post-copy is refused (no runtime restores lazily).
+EndpointSlices drop it, and kept so against its kubelet's rewrites:
+:mod:`~podhop.backends.kubernetes.endpoints`) and only then lets it go, gracefully.
+Post-copy is refused (no runtime restores lazily).
 
 Undo, phase by phase: ``prepare``'s receives are cancelled (their listeners
 closed, any image they imported removed), ``freeze``'s tasks resumed, ``dump``'s
@@ -197,7 +198,7 @@ class KubeMigration:
         core, ns = self.backend.core, self.pod.namespace
         if self.plan.strategy is Strategy.CLONE:  # out of its Services before it is stopped
             undo.callback(endpoints.set_ready, self.backend, ns, self.pod.name, True)
-            if not endpoints.drain(self.backend, ns, self.pod.name, min(15.0, deadline("switch"))):
+            if not endpoints.drain(self.backend, ns, self.pod.name, min(25.0, deadline("switch"))):
                 raise MigrationError("switch", f"the Services kept sending {self.pod.name} connections")
         if self.owned:
             api.call(
@@ -322,6 +323,8 @@ class KubeMigration:
                 return
             if pod.phase == "Terminating":
                 return
+            if self.plan.strategy is Strategy.CLONE:  # its kubelet may rewrite the not-Ready mark
+                endpoints.keep_out(self.backend, self.pod.namespace, self.pod.name)
             time.sleep(0.1)
         raise MigrationError(
             "switch", f"the ReplicaSet did not let {self.pod.name} go within {timeout:.0f} s"
