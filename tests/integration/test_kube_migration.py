@@ -470,9 +470,10 @@ def test_cold_migration_of_a_deployments_pod_keeps_the_replica_count(ns: Ns) -> 
 
 
 def test_drained_pod_leaves_its_service_and_comes_back(ns: Ns) -> None:
-    """What a clone's switch does to its source (and its undo): not Ready -> out of the EndpointSlices,
-    still running, and kept out for the caller's let-go time although its kubelet rewrites the mark
-    every 10 s; left alone, the kubelet does put it back; Ready again -> back in."""
+    """What a clone does to its source (and its undo): held out -> not Ready, out of the
+    EndpointSlices, still running, and kept out across its kubelet's 10 s rewrites of the mark;
+    the let-go wait leaves a window no rewrite reaches; left alone, the kubelet does put it back;
+    the undo -> back in."""
     from podhop.backends.kubernetes import endpoints
     from podhop.backends.kubernetes.backend import KubernetesBackend
 
@@ -483,29 +484,51 @@ def test_drained_pod_leaves_its_service_and_comes_back(ns: Ns) -> None:
     def serving() -> int:
         return endpoints.serving_endpoints(backend, ns.name, "redis")
 
-    deadline = time.monotonic() + 30
-    while serving() != 1:
-        assert time.monotonic() < deadline, "the Service never offered the pod"
-        time.sleep(0.2)
-    t0 = time.monotonic()
-    assert endpoints.drain(backend, ns.name, "redis", timeout=25)
-    drained = time.monotonic()
-    print(f"\ndrained in {drained - t0:.1f} s")
-    while time.monotonic() < drained + endpoints.LET_GO_S:  # the let-go window drain promises
+    def wait_serving(n: int, why: str) -> None:
+        deadline = time.monotonic() + 30
+        while serving() != n:
+            assert time.monotonic() < deadline, why
+            time.sleep(0.2)
+
+    wait_serving(1, "the Service never offered the pod")
+    holdout = endpoints.Holdout(backend, ns.name, "redis").start()
+    try:
+        assert holdout.wait_out(15)
+        # Held for longer than a kubelet period: each rewrite is undone within a moment (the
+        # EndpointSlices may offer the pod for that moment; wait_out(let_go) is what keeps a stop
+        # clear of it).
+        end = time.monotonic() + endpoints.KUBELET_SYNC_S + 2
+        offered_since: float | None = None
+        longest = 0.0
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if serving():
+                offered_since = offered_since or now
+                longest = max(longest, now - offered_since)
+            else:
+                offered_since = None
+            time.sleep(0.1)
+        print(f"\nkubelet rewrites {holdout.rewrites}; longest offered {longest:.2f} s")
+        assert holdout.rewrites >= 1, "the kubelet never rewrote the mark: the holdout guards nothing"
+        assert longest < 1.0, f"a rewrite kept the pod offered for {longest:.2f} s"
+        assert holdout.wait_out(25, let_go=True)
+        released = time.monotonic()
+    finally:
+        holdout.stop()
+    while time.monotonic() < released + endpoints.LET_GO_S:  # the window wait_out(let_go) promises
         assert serving() == 0 and not ready(ns.get("pod", "redis"))
         time.sleep(0.2)
     assert dbsize(ns, "redis") == 10  # out of service, still running
-    # Nobody keeping it out: within one reconcile period its kubelet marks it Ready again.
-    deadline = drained + endpoints.KUBELET_SYNC_S + 5
+    # Nobody holding it out: within one reconcile period its kubelet marks it Ready again.
+    deadline = released + endpoints.KUBELET_SYNC_S + 5
     while not ready(ns.get("pod", "redis")):
-        assert time.monotonic() < deadline, "the kubelet never rewrote the mark: drain waits for nothing"
+        assert time.monotonic() < deadline, "the kubelet never rewrote the mark"
         time.sleep(0.2)
-    endpoints.set_ready(backend, ns.name, "redis", False)
-    endpoints.set_ready(backend, ns.name, "redis", True)  # the undo
-    deadline = time.monotonic() + 30
-    while serving() != 1:
-        assert time.monotonic() < deadline, "the undo did not bring the pod back into its Service"
-        time.sleep(0.2)
+    wait_serving(1, "the kubelet's rewrite did not bring the pod back")
+    holdout = endpoints.Holdout(backend, ns.name, "redis").start()
+    assert holdout.wait_out(15)
+    holdout.stop(ready_again=True)  # the undo
+    wait_serving(1, "the undo did not bring the pod back into its Service")
     time.sleep(2)
     assert ready(ns.get("pod", "redis")) and serving() == 1
 

@@ -3,19 +3,24 @@
 Why: every command takes the same choice — ``--cluster NAME`` (or
 ``PODHOP_CLUSTER``; the only cluster when there is one), or ``--kubeconfig
 PATH [--context C]`` for a cluster podhop did not make (EKS, say) — and gets
-back one :class:`~podhop.backends.base.Backend`. Nothing else needs to know
+back one :class:`~podhop.backends.base.Backend`. Creating and deleting a
+podhop cluster dispatch on its kind here too, so nothing else needs to know
 the kinds exist.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from podhop.backends.base import Backend
 from podhop.errors import NotFoundError
 from podhop.settings import paths
 from podhop.store import ClusterRecord, Store
+
+KINDS = ("local", "kubernetes")
+Report = Callable[[str], None]
 
 
 def choose(store: Store, name: str | None) -> ClusterRecord:
@@ -58,3 +63,36 @@ def open_backend(
     from podhop.backends.local.cluster import LocalCluster
 
     return LocalBackend(LocalCluster(store, record, paths()))
+
+
+def create_cluster(
+    store: Store,
+    kind: str,
+    name: str,
+    nodes: int,
+    node_cpu_m: int,
+    node_memory_b: int,
+    link_bandwidth_bps: int | None,
+    report: Report,
+) -> None:
+    """Create a podhop cluster of ``kind``; on failure everything made so far is removed."""
+    if kind == "kubernetes":
+        from podhop.kubekind import cluster as kube
+
+        kube.create_cluster(store, name, nodes, node_cpu_m, node_memory_b, link_bandwidth_bps, report)
+        return
+    from podhop.backends.local import cluster as local
+
+    local.create_cluster(store, name, nodes, node_cpu_m, node_memory_b, link_bandwidth_bps, report)
+
+
+def delete_cluster(store: Store, name: str, report: Report) -> list[str]:
+    """Delete podhop cluster ``name`` of either kind; return any residue (empty when clean)."""
+    record = store.cluster(name)
+    if record is not None and record.kind == "kubernetes":
+        from podhop.kubekind import cluster as kube
+
+        return kube.delete_cluster(store, name, report)
+    from podhop.backends.local import cluster as local
+
+    return local.delete_cluster(store, name, report)

@@ -44,8 +44,8 @@ def cluster() -> None:
 def create(
     name: str, nodes: int, node_cpus: str, node_memory: str, link_bandwidth: str | None, kind: str
 ) -> None:
-    """Create a cluster of NODES network-namespace nodes."""
-    from podhop.backends.local.cluster import create_cluster
+    """Create a cluster of NODES nodes (network namespaces; real kubelets with --kind kubernetes)."""
+    from podhop.backends.select import create_cluster
 
     require_root()
     try:
@@ -55,24 +55,19 @@ def create(
         raise ClusterError(str(exc)) from exc
     start = time.monotonic()
     link = f", links capped at {format_rate(bw)}" if bw else ""
-    if kind == "kubernetes":
-        from podhop.kubekind import cluster as kube
-
-        with progress(f"creating Kubernetes cluster {name}") as report:
-            k = kube.create_cluster(common.store(), name, nodes, cpu_m, mem_b, bw, report)
-        console.print(
-            f"Kubernetes cluster [bold]{name}[/] created: {nodes} nodes × {cpu_m}m CPU / "
-            f"{format_memory(mem_b)}{link} in {time.monotonic() - start:.1f} s\n"
-            f"kubectl --kubeconfig {k.kubeconfig} get nodes",
-            highlight=False,
-        )
-        return
-    with progress(f"creating cluster {name}") as report:
-        c = create_cluster(common.store(), name, nodes, cpu_m, mem_b, bw, report)
+    title = "Kubernetes cluster" if kind == "kubernetes" else "cluster"
+    store = common.store()
+    with progress(f"creating {title} {name}") as report:
+        create_cluster(store, kind, name, nodes, cpu_m, mem_b, bw, report)
     console.print(
-        f"cluster [bold]{c.name}[/] created: {nodes} nodes × {cpu_m}m CPU / "
-        f"{format_memory(mem_b)}{link} in {time.monotonic() - start:.1f} s"
+        f"{title} [bold]{name}[/] created: {nodes} nodes × {cpu_m}m CPU / "
+        f"{format_memory(mem_b)}{link} in {time.monotonic() - start:.1f} s",
+        highlight=False,
     )
+    if kind == "kubernetes":
+        from podhop.kubekind.cluster import kubeconfig_path
+
+        console.print(f"kubectl --kubeconfig {kubeconfig_path(store, name)} get nodes", highlight=False)
 
 
 @cluster.command("delete")
@@ -82,7 +77,7 @@ def create(
 @handle_errors
 def delete(name: str | None, name_opt: str | None, all_: bool) -> None:
     """Delete a cluster and everything it made (idempotent)."""
-    from podhop.backends.local.cluster import delete_cluster
+    from podhop.backends.select import delete_cluster
 
     require_root()
     store = common.store()
@@ -98,12 +93,7 @@ def delete(name: str | None, name_opt: str | None, all_: bool) -> None:
             console.print(f"cluster {n} does not exist: nothing to delete")
             continue
         with progress(f"deleting cluster {n}") as report:
-            if record.kind == "kubernetes":
-                from podhop.kubekind import cluster as kube
-
-                left = kube.delete_cluster(store, n, report)
-            else:
-                left = delete_cluster(store, n, report)
+            left = delete_cluster(store, n, report)
         if left:
             raise ClusterError(f"cluster {n} deleted with residue: " + "; ".join(left[:10]))
         console.print(f"cluster [bold]{n}[/] deleted")

@@ -13,10 +13,12 @@ start-up short.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from podhop.experiment.runner import Outcome, RunOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class RichEvents:
@@ -149,11 +153,41 @@ def _run(spec_file: Path, options: RunOptions, as_json: bool) -> None:
     from podhop.experiment.runner import Runner
     from podhop.experiment.spec import load_spec
 
-    require_root()
     spec, text = load_spec(spec_file)
+    if options.kubeconfig is None and (spec.cluster.kubeconfig is None or options.cluster):
+        require_root()  # a podhop cluster of either kind: namespaces, mounts, its private kubeconfig
     with RichEvents() as events:
         outcome = Runner(spec, spec_file, text, options, events).run()
     _finish(outcome, as_json)
+
+
+def where_options(func: F) -> F:
+    """``--kind``, ``--kubeconfig`` and ``--context``: the cluster a run uses, over the spec's."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, kind: str | None, kubeconfig: Path | None, context: str | None, **kw: Any) -> Any:
+        if context is not None and kubeconfig is None:
+            raise click.UsageError("--context needs --kubeconfig")
+        if kubeconfig is not None and kind is not None:
+            raise click.UsageError("give --kind (a cluster podhop creates) or --kubeconfig, not both")
+        return func(*args, where=(kind, kubeconfig, context), **kw)
+
+    wrapper = click.option(
+        "--context", default=None, help="The kubeconfig's context to use (default: its current one)."
+    )(wrapper)
+    wrapper = click.option(
+        "--kubeconfig",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="Run on the Kubernetes cluster of this kubeconfig (any cluster, EKS included).",
+    )(wrapper)
+    wrapper = click.option(
+        "--kind",
+        type=click.Choice(["local", "kubernetes"]),
+        default=None,
+        help="Kind of the cluster created for the run (default: the spec's cluster.kind, local).",
+    )(wrapper)
+    return wrapper  # type: ignore[return-value]
 
 
 @click.group("experiment")
@@ -181,6 +215,7 @@ def experiment_group() -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document (results and table) on stdout."
 )
+@where_options
 @handle_errors
 def run_cmd(
     spec_file: Path,
@@ -189,11 +224,14 @@ def run_cmd(
     keep_cluster: bool,
     repetitions: int | None,
     as_json: bool,
+    where: tuple[str | None, Path | None, str | None],
 ) -> None:
     """Run the experiment described by SPEC (YAML) and write its results folder and report."""
     from podhop.experiment.runner import RunOptions
 
-    _run(spec_file, RunOptions(output, cluster_name, keep_cluster, repetitions), as_json)
+    if cluster_name is not None and where[1] is not None:
+        raise click.UsageError("give --cluster or --kubeconfig, not both")
+    _run(spec_file, RunOptions(output, cluster_name, keep_cluster, repetitions, *where), as_json)
 
 
 @experiment_group.command("validate")
@@ -258,22 +296,40 @@ def seed_spec() -> Path:
     default=None,
     help="Results folder (default: results/<time>-seed).",
 )
-@click.option("--name", default="demo", show_default=True, help="Cluster to create (or reuse if it exists).")
+@click.option(
+    "--name",
+    default=None,
+    help="Cluster to create (or reuse if it exists); default demo, or demo-kube with --kind kubernetes.",
+)
 @click.option(
     "--keep", is_flag=True, help="Keep the cluster afterwards (default: delete what the demo created)."
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document (results and table) on stdout."
 )
+@where_options
 @handle_errors
-def demo_cmd(output: Path | None, name: str, keep: bool, as_json: bool) -> None:
-    """Run the seed experiment (examples/seed.yaml): NGINX × 10, hey, hottest pod moved under load."""
+def demo_cmd(
+    output: Path | None,
+    name: str | None,
+    keep: bool,
+    as_json: bool,
+    where: tuple[str | None, Path | None, str | None],
+) -> None:
+    """Run the seed experiment (examples/seed.yaml): NGINX × 10, hey, hottest pod moved under load —
+    on a local cluster, a local Kubernetes cluster (--kind kubernetes) or yours (--kubeconfig)."""
     spec = seed_spec()
     if not spec.is_file():
         raise NotFoundError(f"{spec} not found", hint="run podhop demo from the source tree")
     from podhop.experiment.runner import RunOptions
 
-    _run(spec, RunOptions(output, name, keep, None), as_json)
+    kind, kubeconfig, _ = where
+    if kubeconfig is not None:
+        if name is not None:
+            raise click.UsageError("give --name (a podhop cluster) or --kubeconfig, not both")
+    elif name is None:
+        name = "demo-kube" if kind == "kubernetes" else "demo"
+    _run(spec, RunOptions(output, name, keep, None, *where), as_json)
 
 
 COMMANDS = [experiment_group, report_cmd, demo_cmd]

@@ -135,7 +135,7 @@ def get_cmd(
 @handle_errors
 def top_cmd(resource: str, sort_by: str | None, window: float, namespace: str | None, target: Target) -> None:
     """CPU (millicores) and memory working set of nodes or pods, as kubectl top shows them."""
-    sample = target.backend().top(window)
+    sample = target.backend().top(window, cached=True)
     if resource.startswith("node"):
         nodes = sample.nodes
         if sort_by:

@@ -6,21 +6,22 @@ one (and leaves it, removing only the objects it applied itself). Keeping
 that bookkeeping here, apart from the measuring, makes the teardown path —
 taken on success, failure and Ctrl-C alike — short enough to trust. The
 addresses load and probe go to are resolved here too, and only ever inside
-the cluster: a service VIP, or a LoadBalancer's ``127.0.0.1`` port.
+the cluster: a service VIP, or a LoadBalancer's address (``127.0.0.1`` port on
+the local kind).
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from podhop.backends.base import Backend, Pod, Service
-from podhop.backends.local.cluster import create_cluster, delete_cluster
-from podhop.backends.select import open_backend
+from podhop.backends.select import create_cluster, delete_cluster, open_backend
 from podhop.errors import NotFoundError, PodhopError, RuntimeFailure
-from podhop.experiment.spec import ExperimentSpec, PodCommand
+from podhop.experiment.spec import ClusterSpec, PodCommand
 from podhop.objects.manifests import load_manifests
 from podhop.store import Store
 
@@ -44,19 +45,42 @@ class Environment:
     created_cluster: bool = False
     applied: list[tuple[str, str]] = field(default_factory=list)  # (source, text) we created
 
-    def open(self, spec: ExperimentSpec, name: str | None, report: Report) -> Backend:
-        """Reuse cluster ``name`` if it exists, else create it (``exp-…`` when unnamed) from the spec."""
-        name = name or spec.cluster.name
-        if name is not None and self.store.cluster(name) is not None:
+    def open(
+        self,
+        spec: ClusterSpec,
+        report: Report,
+        *,
+        name: str | None = None,
+        kind: str | None = None,
+        kubeconfig: Path | None = None,
+        context: str | None = None,
+    ) -> Backend:
+        """The cluster ``kubeconfig`` names; else podhop cluster ``name`` if it exists (of ``kind``, when
+        one is asked for); else a new one (``exp-…`` when unnamed) of the spec's size."""
+        name = name or spec.name
+        record = self.store.cluster(name) if name is not None else None
+        if kubeconfig is not None:
+            self.backend = open_backend(self.store, kubeconfig=kubeconfig, context=context)
+        elif record is not None:
+            if kind is not None and record.kind != kind:
+                raise ExperimentError(
+                    "cluster",
+                    f"cluster {name!r} exists and is a {record.kind} cluster, not {kind}",
+                    hint="name another cluster with --name/--cluster, or delete it first",
+                )
             self.backend = open_backend(self.store, name)
-            if len(self.backend.nodes()) < 2:
-                raise ExperimentError("cluster", f"cluster {name!r} has one node; a migration needs two")
-            return self.backend
-        name = name or f"exp-{secrets.token_hex(3)}"
-        c = spec.cluster
-        create_cluster(self.store, name, c.nodes, c.cpu_m, c.memory_b, c.bandwidth_bps, report)
-        self.created_cluster = True
-        self.backend = open_backend(self.store, name)
+        else:
+            name = name or f"exp-{secrets.token_hex(3)}"
+            kind = kind or spec.kind
+            create_cluster(
+                self.store, kind, name, spec.nodes, spec.cpu_m, spec.memory_b, spec.bandwidth_bps, report
+            )
+            self.created_cluster = True
+            self.backend = open_backend(self.store, name)
+        if len(self.backend.nodes()) < 2:
+            raise ExperimentError(
+                "cluster", f"cluster {self.backend.name!r} has one node; a migration needs two"
+            )
         return self.backend
 
     def deploy(self, manifests: list[Path], report: Report) -> list[str]:
@@ -108,8 +132,31 @@ def find_service(backend: Backend, namespace: str, name: str) -> Service:
     raise NotFoundError(f"service {name!r} not found in namespace {namespace!r} (services: {known})")
 
 
-def load_url(svc: Service, via: str, path: str) -> str:
-    """Where hey sends its load: the service VIP, or its LoadBalancer address."""
+def wait_serving(
+    backend: Backend, namespace: str, service: str, via: str, timeout_s: float, report: Report
+) -> Service:
+    """Wait until every pod of ``namespace`` is ready and ``service`` exists (with its LoadBalancer
+    address when the load goes there); a real cluster gets to both some seconds after the apply."""
+    report(f"waiting for the pods of {namespace} to be ready")
+    pending = backend.wait_ready(namespace, timeout_s)
+    if pending:
+        raise ExperimentError(
+            "deploy",
+            f"{len(pending)} pods not ready after {timeout_s:.0f} s: {', '.join(sorted(pending)[:5])}",
+            hint="see podhop get pods and podhop logs POD",
+        )
+    end = time.monotonic() + timeout_s
+    while True:
+        svc = find_service(backend, namespace, service)
+        if via != "load-balancer" or svc.type != "LoadBalancer" or svc.external or time.monotonic() > end:
+            return svc
+        report(f"waiting for {service}'s LoadBalancer address")
+        time.sleep(0.5)
+
+
+def load_url(svc: Service, via: str, path: str, address: tuple[str, int]) -> str:
+    """Where hey sends its load: its LoadBalancer address, or ``address`` — where this machine reaches
+    the service (``Backend.service_address``: the VIP on the local kind)."""
     if via == "load-balancer":
         if svc.type != "LoadBalancer" or not svc.external:
             raise NotFoundError(
@@ -118,7 +165,7 @@ def load_url(svc: Service, via: str, path: str) -> str:
                 hint="use via: cluster-ip, or make the service type: LoadBalancer",
             )
         return f"http://{svc.external}{path}"
-    return f"http://{svc.cluster_ip}:{svc.ports[0].port}{path}"
+    return f"http://{address[0]}:{address[1]}{path}"
 
 
 def running_pods(backend: Backend, namespace: str, selector: dict[str, str] | None = None) -> list[Pod]:

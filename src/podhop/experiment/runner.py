@@ -25,11 +25,18 @@ from typing import Any, Protocol
 
 from podhop.errors import PodhopError
 from podhop.experiment import load as hey
-from podhop.experiment.environment import Environment, ExperimentError, find_service, load_url, run_prepare
+from podhop.experiment.environment import (
+    Environment,
+    ExperimentError,
+    find_service,
+    load_url,
+    run_prepare,
+    wait_serving,
+)
 from podhop.experiment.recorder import Sampler
 from podhop.experiment.repetition import Context, repetition
 from podhop.experiment.results import ResultsDir, aggregate, python_command, versions
-from podhop.experiment.spec import ExperimentSpec, manifest_path
+from podhop.experiment.spec import ExperimentSpec, manifest_path, spec_kubeconfig
 from podhop.store import Store
 
 
@@ -59,6 +66,9 @@ class RunOptions:
     cluster: str | None = None  # reuse this cluster if it exists, else create it under this name
     keep_cluster: bool = False
     repetitions: int | None = None
+    kind: str | None = None  # the kind of a cluster created for the run (default: the spec's)
+    kubeconfig: Path | None = None  # run on this cluster instead (default: the spec's)
+    context: str | None = None
 
 
 @dataclass
@@ -225,7 +235,15 @@ class Runner:
             self.results["versions"] = versions(_criu())
             st.summary = ", ".join(f"{k} {v}" for k, v in self.results["versions"].items())
         with self._step("cluster", "cluster") as st:
-            cluster = self.env.open(spec, self.options.cluster, self.events.status)
+            o = self.options
+            cluster = self.env.open(
+                spec.cluster,
+                self.events.status,
+                name=o.cluster,
+                kind=o.kind,
+                kubeconfig=o.kubeconfig or (spec_kubeconfig(self.spec_path, spec) if not o.cluster else None),
+                context=o.context or (spec.cluster.context if not o.cluster else None),
+            )
             nodes = cluster.nodes()
             self.results["cluster"] = {
                 "name": cluster.name,
@@ -245,13 +263,15 @@ class Runner:
                 self.results["manifests"].append(f"manifests/{p.name}")
                 self.dir.write_text(f"manifests/{p.name}", p.read_text())
             messages = self.env.deploy(paths, self.events.status)
+            svc = wait_serving(
+                cluster, spec.load.namespace, spec.load.service, spec.load.via, 300, self.events.status
+            )
             prepared = run_prepare(
                 cluster, spec.load.namespace, list(spec.workload.prepare), self.events.status
             )
-            svc = find_service(cluster, spec.load.namespace, spec.load.service)
-            url = load_url(svc, spec.load.via, spec.load.path)
+            url = load_url(svc, spec.load.via, spec.load.path, cluster.service_address(svc))
             psvc = find_service(cluster, spec.load.namespace, spec.probe_service)
-            target = (psvc.cluster_ip, psvc.ports[0].port)
+            target = cluster.service_address(psvc)
             self.results["deploy"] = {"messages": messages, "prepare": prepared}
             self.results["load_target"] = {"service": svc.name, "via": spec.load.via, "url": url}
             self.results["probe_target"] = {

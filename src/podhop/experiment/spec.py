@@ -42,11 +42,25 @@ class _Model(BaseModel):
 
 
 class ClusterSpec(_Model):
-    """The cluster to run on: created for the run (and deleted after), or an existing one reused."""
+    """The cluster to run on: created for the run (and deleted after), or an existing one reused —
+    a podhop cluster by name, or any Kubernetes cluster by kubeconfig."""
 
+    kind: Literal["local", "kubernetes"] = Field(
+        default="local",
+        description="Kind of the cluster created for the run: `local` (podhop's own nodes) or "
+        "`kubernetes` (real kubelets, containerd and API server on this machine).",
+    )
     name: str | None = Field(
         default=None,
         description="Cluster name. If it exists it is reused as is; default: a new `exp-…` cluster.",
+    )
+    kubeconfig: str | None = Field(
+        default=None,
+        description="Run on the cluster this kubeconfig names (EKS, say), reused as is; "
+        "relative to the spec; `~` is expanded.",
+    )
+    context: str | None = Field(
+        default=None, description="The kubeconfig's context; default: its current one."
     )
     nodes: int = Field(
         default=3, ge=2, le=50, description="Number of nodes (≥ 2: a migration needs a target)."
@@ -63,6 +77,14 @@ class ClusterSpec(_Model):
         if v is not None and (len(v) > 24 or not _NAME.fullmatch(v)):
             raise ValueError("expected 1-24 lowercase letters, digits and '-'")
         return v
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ClusterSpec:
+        if self.kubeconfig is not None and self.name is not None:
+            raise ValueError("give either name (a podhop cluster) or kubeconfig (any cluster), not both")
+        if self.context is not None and self.kubeconfig is None:
+            raise ValueError("context needs kubeconfig")
+        return self
 
     @field_validator("node_cpu")
     @classmethod
@@ -331,7 +353,17 @@ def load_spec(path: str | Path) -> tuple[ExperimentSpec, str]:
             raise SpecError(
                 f"{p}: workload.manifests[{i}]: file {m!r} not found (paths are relative to the spec)"
             )
+    kubeconfig = spec_kubeconfig(p, spec)
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise SpecError(f"{p}: cluster.kubeconfig: file {spec.cluster.kubeconfig!r} not found")
     return spec, text
+
+
+def spec_kubeconfig(spec_path: str | Path, spec: ExperimentSpec) -> Path | None:
+    """``cluster.kubeconfig`` resolved (``~`` expanded, relative to the spec's folder), if given."""
+    if spec.cluster.kubeconfig is None:
+        return None
+    return manifest_path(spec_path, str(Path(spec.cluster.kubeconfig).expanduser()))
 
 
 def manifest_path(spec_path: str | Path, manifest: str) -> Path:

@@ -109,6 +109,14 @@ class KubernetesBackend:
         raw = api.call(f"pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace)
         return views.pod(api.plain(self.api, raw))
 
+    def service_address(self, svc: Service) -> tuple[str, int]:
+        """Its LoadBalancer address if it has one (this machine is outside the cluster), else the
+        cluster IP (reachable only from a node, or where the cluster's network is routed)."""
+        if svc.external:
+            host, _, port = svc.external.rpartition(":")
+            return host, int(port)
+        return svc.cluster_ip, svc.ports[0].port
+
     def services(self, namespace: str | None = "default") -> list[Service]:
         if namespace is None:
             result = api.call("listing services", self.core.list_service_for_all_namespaces)
@@ -143,9 +151,13 @@ class KubernetesBackend:
         return out
 
     # ---------------------------------------------------------------- top
-    def top(self, window_s: float) -> Sample:
+    def top(self, window_s: float, *, cached: bool = False) -> Sample:
+        """Measured from the kubelets' resource metrics over the window; ``cached``: metrics-server's
+        (its window is its resolution, 15 s by default), the kubelets' where it is not installed."""
         nodes = {n.name: n for n in self.nodes()}
         where = {(p.namespace, p.name): p.node for p in self.pods(None)}
+        if not cached:
+            return self._top_from_kubelets(nodes, where, window_s)
         try:
             raw_nodes = api.call(
                 "node metrics", self.custom.list_cluster_custom_object, "metrics.k8s.io", "v1beta1", "nodes"
@@ -372,12 +384,15 @@ class KubernetesBackend:
             target_fits=target in self.room_for(pod),
             state_bytes=0,
             link_bps=None,
-            # No detach: taking a pod out of its Services means relabelling it, which its ReplicaSet would
-            # count as a pod lost; and the kubelet's checkpoint takes no network lock, so requests only
-            # wait through CRIU's short freeze.
-            other_endpoints=False,
+            other_endpoints=self._other_endpoints(pod),
             unsupported=UNSUPPORTED,
         )
+
+    def _other_endpoints(self, pod: Pod) -> bool:
+        """Whether every Service selecting the pod has another ready pod (a clone then detaches it)."""
+        services = [s for s in self.services(pod.namespace) if s.selects(pod)]
+        others = [p for p in self.pods(pod.namespace) if p.name != pod.name and p.ready]
+        return bool(services) and all(any(s.selects(p) for p in others) for s in services)
 
     def migration(
         self, plan: MigrationPlan, pod: Pod, options: Options, reserved: set[str] | None

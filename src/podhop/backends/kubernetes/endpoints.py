@@ -13,24 +13,30 @@ failed readiness probe would): the EndpointSlice controller turns its
 endpoints ``ready: false`` and kube-proxy stops choosing it, while it keeps
 serving what it already has. The kubelet owns that condition, though: every
 10 s (its status manager's reconcile tick) it rewrites a status that differs
-from its own, which puts the pod back into its Services until podhop marks it
-again. So ``drain`` watches for that rewrite and marks the pod again at once,
-and lets the caller stop the pod only when (a) no EndpointSlice has offered it
-for one kube-proxy sync and (b) its kubelet cannot rewrite the mark before the
-caller is done: either a rewrite was just seen (the next one is a whole
+from its own, which puts the pod back into its Services. So a
+:class:`Holdout` keeps the mark in a thread, marking the pod again as soon as
+its kubelet rewrites it, until the pod is gone. ``wait_out`` returns once no
+EndpointSlice has offered the pod for one kube-proxy sync; with ``let_go`` it
+also waits until the kubelet cannot rewrite the mark before the caller has
+stopped the pod: either a rewrite was just seen (the next one is a whole
 period away) or a whole period passed without one. That costs up to one
-period (10 s) in the switch; the source serves all along, so clients see
-nothing of it. ``keep_out`` repeats the mark while the caller lets the pod go.
-The undo marks it Ready again (the kubelet would too, at its next tick).
+period (10 s) in a clone's switch; the source serves all along, so clients see
+nothing of it. A clone holds its source out from ``detach`` on when other
+pods serve its Services, so that no new connection waits through the
+checkpoint's freeze. The undo marks it Ready again (the kubelet would too, at
+its next tick).
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from podhop.backends.kubernetes import api
+from podhop.errors import NotFoundError, PodhopError
 
 if TYPE_CHECKING:
     from podhop.backends.kubernetes.backend import KubernetesBackend
@@ -40,8 +46,8 @@ if TYPE_CHECKING:
 PROXY_SYNC_S = 1.5
 #: The kubelet's status reconcile period (``syncPeriod`` in its status manager).
 KUBELET_SYNC_S = 10.0
-#: How long after ``drain`` returns the caller has to let the pod go (delete it, or have its
-#: ReplicaSet delete it) before its kubelet may rewrite the mark.
+#: How long after ``wait_out(let_go=True)`` returns the caller has to let the pod go (delete it,
+#: or have its ReplicaSet delete it) before its kubelet may rewrite the mark.
 LET_GO_S = 3.0
 REASON = "PodhopMigration"
 
@@ -99,37 +105,65 @@ def _kubelet_rewrote(backend: KubernetesBackend, namespace: str, pod: str) -> bo
     return any(c.type == "Ready" and c.status == "True" for c in conditions or [])
 
 
-def keep_out(backend: KubernetesBackend, namespace: str, pod: str) -> bool:
-    """Mark ``pod`` not Ready again if its kubelet rewrote the mark; True if it had."""
-    if not _kubelet_rewrote(backend, namespace, pod):
-        return False
-    set_ready(backend, namespace, pod, False)
-    return True
+class Holdout:
+    """Keeps one pod out of its Services (not Ready) against its kubelet, until stopped."""
 
+    def __init__(self, backend: KubernetesBackend, namespace: str, pod: str) -> None:
+        self.backend, self.namespace, self.pod = backend, namespace, pod
+        self.marked = 0.0
+        self.rewritten: float | None = None  # when its kubelet last rewrote the mark
+        self.rewrites = 0
+        self.error: PodhopError | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-def drain(backend: KubernetesBackend, namespace: str, pod: str, timeout: float) -> bool:
-    """Mark ``pod`` not Ready; return once no Service sends it new connections and its kubelet
-    cannot undo that for ``LET_GO_S`` (see the module doc); False on timeout."""
-    set_ready(backend, namespace, pod, False)
-    now = time.monotonic()
-    end, marked = now + timeout, now
-    rewritten: float | None = None  # when the kubelet last rewrote the mark
-    quiet_since: float | None = None  # since when no endpoint offers the pod
-    while True:
-        now = time.monotonic()
-        if keep_out(backend, namespace, pod):
-            rewritten, quiet_since = now, None
-        elif serving_endpoints(backend, namespace, pod):
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = now
-        quiet = quiet_since is not None and now - quiet_since >= PROXY_SYNC_S
-        if rewritten is not None:
-            safe = now + LET_GO_S < rewritten + KUBELET_SYNC_S - 0.5
-        else:
-            safe = now - marked > KUBELET_SYNC_S + 0.5  # a whole tick passed: it does not fight here
-        if quiet and safe:
-            return True
-        if now > end:
-            return False
-        time.sleep(0.1)
+    def start(self) -> Holdout:
+        set_ready(self.backend, self.namespace, self.pod, False)
+        self.marked = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name=f"holdout-{self.pod}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                if _kubelet_rewrote(self.backend, self.namespace, self.pod):
+                    set_ready(self.backend, self.namespace, self.pod, False)
+                    self.rewritten, self.rewrites = time.monotonic(), self.rewrites + 1
+            except NotFoundError:
+                return  # gone: nothing to hold out
+            except PodhopError as exc:  # the API server busy: try again, say so if it lasts
+                self.error = exc
+
+    def wait_out(self, timeout: float, *, let_go: bool = False) -> bool:
+        """Wait until no Service has offered the pod for one kube-proxy sync (and, with ``let_go``,
+        its kubelet cannot rewrite the mark for ``LET_GO_S``); False on timeout."""
+        end = time.monotonic() + timeout
+        quiet_since: float | None = None
+        seen = self.rewrites
+        while True:
+            now = time.monotonic()
+            if self.rewrites != seen or serving_endpoints(self.backend, self.namespace, self.pod):
+                seen, quiet_since = self.rewrites, None
+            elif quiet_since is None:
+                quiet_since = now
+            ok = quiet_since is not None and now - quiet_since >= PROXY_SYNC_S
+            if ok and let_go:
+                if self.rewritten is not None:
+                    ok = now + LET_GO_S < self.rewritten + KUBELET_SYNC_S - 0.5
+                else:  # a whole tick passed without a rewrite: this kubelet does not fight
+                    ok = now - self.marked > KUBELET_SYNC_S + 0.5
+            if ok:
+                return True
+            if now > end:
+                return False
+            time.sleep(0.1)
+
+    def stop(self, *, ready_again: bool = False) -> None:
+        """Stop holding; ``ready_again`` (the undo) marks the pod Ready, if it is still there."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if ready_again:
+            with suppress(NotFoundError):
+                set_ready(self.backend, self.namespace, self.pod, True)

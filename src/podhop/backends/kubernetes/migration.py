@@ -24,6 +24,8 @@ source never answers again; ``clone`` leaves it running until the restored
 pod is ready, takes it out of its Services (marked not Ready until the
 EndpointSlices drop it, and kept so against its kubelet's rewrites:
 :mod:`~podhop.backends.kubernetes.endpoints`) and only then lets it go, gracefully.
+When other pods serve its Services, the clone takes it out already in
+``detach``, before the checkpoint freezes it.
 Post-copy is refused (no runtime restores lazily).
 
 Undo, phase by phase: ``prepare``'s receives are cancelled (their listeners
@@ -86,6 +88,7 @@ class KubeMigration:
         self.src: agents.Agent | None = None
         self.dst: agents.Agent | None = None
         self.frozen: list[str] = []
+        self.holdout: endpoints.Holdout | None = None  # a clone's source kept out of its Services
 
     # ---------------------------------------------------------------- what the engine reads
     @property
@@ -100,14 +103,11 @@ class KubeMigration:
         return list(self.moves.values())
 
     def probe_target(self) -> Callable[[], tuple[str, int]] | None:
-        """The pod's Service: its LoadBalancer address if it has one (reachable from outside), else its
-        cluster IP."""
+        """The pod's Service, where this machine reaches it (``Backend.service_address``)."""
         for s in self.backend.services(self.pod.namespace):
             if s.selects(self.pod) and s.ports:
-                if s.external:
-                    host, _, port = s.external.rpartition(":")
-                    return lambda: (host, int(port))
-                return lambda: (s.cluster_ip, s.ports[0].port)
+                address = self.backend.service_address(s)
+                return lambda: address
         return None
 
     # ---------------------------------------------------------------- phases up to the commit
@@ -143,8 +143,13 @@ class KubeMigration:
             self.frozen.append(c)
             undo.callback(self._resume, c)
 
-    def detach(self, undo: ExitStack, deadline: Deadline) -> None:  # never planned: see migration_facts
-        return None
+    def detach(self, undo: ExitStack, deadline: Deadline) -> None:
+        """Clone, when other pods serve its Services: the source out of them before the checkpoint
+        freezes it, so that no new connection waits through the freeze."""
+        self._hold_out(undo)
+        assert self.holdout is not None
+        if not self.holdout.wait_out(min(15.0, deadline("detach"))):
+            raise MigrationError("detach", f"the Services kept sending {self.pod.name} connections")
 
     def dump(self, undo: ExitStack, deadline: Deadline) -> None:
         for c in self.containers:
@@ -197,8 +202,9 @@ class KubeMigration:
         """The restored pod takes the source's place (see the module doc for owned pods)."""
         core, ns = self.backend.core, self.pod.namespace
         if self.plan.strategy is Strategy.CLONE:  # out of its Services before it is stopped
-            undo.callback(endpoints.set_ready, self.backend, ns, self.pod.name, True)
-            if not endpoints.drain(self.backend, ns, self.pod.name, min(25.0, deadline("switch"))):
+            self._hold_out(undo)
+            assert self.holdout is not None
+            if not self.holdout.wait_out(min(25.0, deadline("switch")), let_go=True):
                 raise MigrationError("switch", f"the Services kept sending {self.pod.name} connections")
         if self.owned:
             api.call(
@@ -233,9 +239,13 @@ class KubeMigration:
 
     def drain(self, deadline: Deadline) -> list[str]:
         """Clone: the source finishes in-flight requests (its grace period) and goes."""
-        return self._wait_gone(self.options.drain_s + 30)
+        try:
+            return self._wait_gone(self.options.drain_s + 30)
+        finally:
+            self._release()
 
     def cleanup(self, deadline: Deadline) -> list[str]:
+        self._release()
         warnings = []
         if self.plan.strategy is Strategy.COLD:
             for c in list(self.frozen):  # killed while frozen: it never runs again
@@ -323,12 +333,21 @@ class KubeMigration:
                 return
             if pod.phase == "Terminating":
                 return
-            if self.plan.strategy is Strategy.CLONE:  # its kubelet may rewrite the not-Ready mark
-                endpoints.keep_out(self.backend, self.pod.namespace, self.pod.name)
             time.sleep(0.1)
         raise MigrationError(
             "switch", f"the ReplicaSet did not let {self.pod.name} go within {timeout:.0f} s"
         )
+
+    def _hold_out(self, undo: ExitStack) -> None:
+        """The source out of its Services from now on (once; the undo puts it back)."""
+        if self.holdout is None:
+            self.holdout = endpoints.Holdout(self.backend, self.pod.namespace, self.pod.name).start()
+            undo.callback(self._release, ready_again=True)
+
+    def _release(self, *, ready_again: bool = False) -> None:
+        if self.holdout is not None:
+            self.holdout.stop(ready_again=ready_again)
+            self.holdout = None
 
     def _wait_gone(self, timeout: float) -> list[str]:
         end = time.monotonic() + timeout

@@ -115,6 +115,10 @@ class LocalBackend:
     def pods(self, namespace: str | None = "default") -> list[Pod]:
         return [pod_view(p) for p in self.records(namespace)]
 
+    def service_address(self, svc: Service) -> tuple[str, int]:
+        """The VIP: the host has every service chain, as a node does."""
+        return svc.cluster_ip, svc.ports[0].port
+
     def services(self, namespace: str | None = "default") -> list[Service]:
         return [
             service_view(s)
@@ -135,7 +139,7 @@ class LocalBackend:
             if namespace in (None, s.namespace)
         ]
 
-    def top(self, window_s: float) -> Sample:
+    def top(self, window_s: float, *, cached: bool = False) -> Sample:  # always measured
         return metrics.sample(self.cluster, window_s)
 
     def logs(self, namespace: str, pod: str, container: str | None) -> list[LogLine]:
