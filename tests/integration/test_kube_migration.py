@@ -351,6 +351,13 @@ def test_redis_cold_migration_keeps_every_key(ns: Ns) -> None:
         ns.kubectl("exec", new, "-c", "redis", "--", "redis-cli", "GET", "key:12345").strip() == "value-12345"
     )
     assert report["bytes_transferred"] > 0
+    # The copy moves on like any pod (its own podhop init containers are not repeated).
+    again = ns.podhop("migrate", new, "--to", "node-2", "--strategy", "cold", "-o", "json")
+    assert again.returncode == 0, again.stderr
+    newer = json.loads(again.stdout)["new_pod"]
+    (pod,) = ns.pods()
+    assert pod["metadata"]["name"] == newer and pod["spec"]["nodeName"] == "node-2" and ready(pod)
+    assert dbsize(ns, newer) == KEYS
 
 
 def parse_hey(out: str) -> tuple[dict[int, int], str]:

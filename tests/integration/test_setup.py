@@ -92,6 +92,8 @@ def test_criu_wrapper_drops_a_cache_of_another_boot(first_setup: SetupRun, tmp_p
 
 def test_sysctls_are_set(first_setup: SetupRun) -> None:
     assert int(host.read_sysctl("fs.pipe-max-size")) >= host.PIPE_MAX_SIZE
+    for name, minimum in host.SYSCTL_MINIMUMS.items():
+        assert int(host.read_sysctl(name)) >= minimum, name
     assert host.read_sysctl("net.ipv4.ip_forward") == "1"
     assert host.missing_packages() == []
 

@@ -78,6 +78,14 @@ CRIU_MIN_VERSION = (4, 2, 0)
 #: CRIU's page server grows pipes to this size; without CAP_SYS_RESOURCE the
 #: sysctl is the ceiling, so it must be at least this (64 MiB).
 PIPE_MAX_SIZE = 67108864
+#: Sysctls raised to at least these. Each Kubernetes-kind node's kubelet and containerd hold
+#: inotify instances of their own (Debian's default 128 per user runs out at a few clusters:
+#: "too many open files" from fsnotify and a kubelet that never starts).
+SYSCTL_MINIMUMS = {
+    "fs.pipe-max-size": PIPE_MAX_SIZE,
+    "fs.inotify.max_user_instances": 8192,
+    "fs.inotify.max_user_watches": 524288,
+}
 CRIU_SUITE = "sid"  # Debian unstable: the only suite shipping CRIU >= 4.2 (as of 2025)
 
 _SYSCTL_ROOT = Path("/proc/sys")
@@ -140,13 +148,14 @@ def _write_sysctl(name: str, value: str) -> None:
 
 
 def ensure_sysctls(report: Report) -> None:
-    """Raise ``fs.pipe-max-size`` to 64 MiB (CRIU page server) and enable ``net.ipv4.ip_forward``."""
-    pipe = int(read_sysctl("fs.pipe-max-size"))
-    if pipe < PIPE_MAX_SIZE:
-        _write_sysctl("fs.pipe-max-size", str(PIPE_MAX_SIZE))
-        report(f"sysctl: fs.pipe-max-size {pipe} -> {PIPE_MAX_SIZE}")
-    else:
-        report(f"sysctl: fs.pipe-max-size = {pipe}")
+    """Raise the :data:`SYSCTL_MINIMUMS` (never lower one) and enable ``net.ipv4.ip_forward``."""
+    for name, minimum in SYSCTL_MINIMUMS.items():
+        value = int(read_sysctl(name))
+        if value < minimum:
+            _write_sysctl(name, str(minimum))
+            report(f"sysctl: {name} {value} -> {minimum}")
+        else:
+            report(f"sysctl: {name} = {value}")
     if read_sysctl("net.ipv4.ip_forward") != "1":
         _write_sysctl("net.ipv4.ip_forward", "1")
         report("sysctl: net.ipv4.ip_forward 0 -> 1")

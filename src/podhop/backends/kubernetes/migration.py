@@ -60,6 +60,7 @@ HOSTNAME = "kubernetes.io/hostname"
 TEMPLATE_HASH = "pod-template-hash"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 MIGRATED_FROM = "podhop.io/migrated-from"
+BASE_PULL = "podhop-base-"  # the restored pod's init containers that pull its base images
 CHECKPOINT_TIMEOUT_S = 120
 
 
@@ -285,13 +286,15 @@ class KubeMigration:
         # registry mirror; pulling it first through the kubelet (CRI, mirror honoured) avoids that.
         spec["initContainers"] = [
             {
-                "name": f"podhop-base-{i}",
+                "name": f"{BASE_PULL}{i}",
                 "image": image,
                 "command": ["true"],
                 "imagePullPolicy": "IfNotPresent",
             }
             for i, image in enumerate(dict.fromkeys(base_images))
-        ] + list(spec.get("initContainers") or [])
+        ] + [  # a pod restored before already has podhop's: those of the user stay
+            c for c in spec.get("initContainers") or [] if not str(c.get("name", "")).startswith(BASE_PULL)
+        ]
         labels = dict(self.pod.labels)
         if self.owned:
             labels.pop(TEMPLATE_HASH)  # not the ReplicaSet's until the switch
