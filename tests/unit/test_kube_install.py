@@ -116,6 +116,8 @@ def test_user_rbac_lists_exact_verbs() -> None:
     secrets_rule = d["Role"]["rules"][0]
     assert secrets_rule["resources"] == ["secrets"] and secrets_rule["resourceNames"] == [install.SECRET]
     assert secrets_rule["verbs"] == ["get"]
+    proxy = {r["resources"][0]: sorted(r["verbs"]) for r in d["Role"]["rules"]}["pods/proxy"]
+    assert proxy == ["create", "delete", "get"]  # the agent's DELETE endpoints clean up after a migration
 
 
 def test_agent_image_layer_is_the_binary_and_tmp(tmp_path: Path) -> None:

@@ -31,7 +31,6 @@ failing ones are named. No check raises; bad input (no kubeconfig, unknown conte
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
 import time
@@ -399,51 +398,59 @@ class _Prober:
     def dump(
         self, node: str, index: int, agent: agents.Agent | None, image: str | None
     ) -> tuple[Verdict, Verdict]:
-        """(checkpoint, criu) of one node's throwaway pod; everything made is removed."""
+        """(checkpoint, criu) of one node's throwaway pod; the pod and its archive are removed."""
         if agent is None or image is None:
             skipped = _no("not run: no Ready agent on the node to read and remove the archive", "")
             return skipped, skipped
         name = f"podhop-doctor-{self.run}-{index}"
-        archive: str | None = None
+        archives: list[str] = []
         try:
-            api.call(
-                f"creating {self.namespace}/{name}",
-                self.backend.core.create_namespaced_pod,
-                self.namespace,
-                _probe_pod(name, node, image, self.run),
-            )
-            self._wait_running(name)
-            status, raw = kubelet.post_checkpoint(
-                self.backend, node, self.namespace, name, PROBE_CONTAINER, int(self.timeout)
-            )
-            text = raw.decode(errors="replace").strip()
-            if status >= 400:
-                message = f"HTTP {status}: {text[:300]}"
-                return _no(message, checkpoint_fix(text)), _no(
-                    "not known: the dump failed", checkpoint_fix(text)
-                )
-            paths = kubelet.archive_paths(f"checkpoint of {name}", raw)
-            archive = Path(paths[0]).name
-            quoted = urllib.parse.quote(archive, safe="")
-            dumped = _ok("a throwaway pod dumped through the kubelet's API")
-            try:
-                found = agent.request("GET", f"checkpoints/{quoted}/criu", timeout=30)
-            except agents.AgentNotFound as exc:
-                fix = "see the agent's log (kubectl -n podhop-system logs)"
-                if "no such endpoint" in str(exc):
-                    fix = "reinstall the agent: this one cannot read a dump's log (podhop kube install)"
-                return dumped, _no(str(exc), fix)
-            return dumped, criu_verdict(str(found.get("criu") or ""))
+            checkpoint, criu = self._dump(node, name, agent, image, archives)
         except PodhopError as exc:
             message = str(exc)
-            return _no(message, exc.hint or checkpoint_fix(message)), _no(
-                "not known: the dump failed", checkpoint_fix(message)
-            )
+            checkpoint = _no(message, exc.hint or checkpoint_fix(message))
+            criu = _no("not known: the dump failed", checkpoint_fix(message))
         finally:
-            if archive is not None:
-                with contextlib.suppress(PodhopError):  # an agent that cannot delete fails other lines too
-                    agent.request("DELETE", f"checkpoints/{urllib.parse.quote(archive, safe='')}", timeout=30)
             self._delete(name)
+        for archive in archives:
+            try:
+                agent.request("DELETE", f"checkpoints/{urllib.parse.quote(archive, safe='')}", timeout=30)
+            except PodhopError as exc:
+                checkpoint = _no(
+                    f"the throwaway pod's archive {archive} is left on the node: {exc}",
+                    "delete it from the kubelet's checkpoint directory (/var/lib/kubelet/checkpoints)",
+                )
+        return checkpoint, criu
+
+    def _dump(
+        self, node: str, name: str, agent: agents.Agent, image: str, archives: list[str]
+    ) -> tuple[Verdict, Verdict]:
+        api.call(
+            f"creating {self.namespace}/{name}",
+            self.backend.core.create_namespaced_pod,
+            self.namespace,
+            _probe_pod(name, node, image, self.run),
+        )
+        self._wait_running(name)
+        status, raw = kubelet.post_checkpoint(
+            self.backend, node, self.namespace, name, PROBE_CONTAINER, int(self.timeout)
+        )
+        text = raw.decode(errors="replace").strip()
+        if status >= 400:
+            fix = checkpoint_fix(text)
+            return _no(f"HTTP {status}: {text[:300]}", fix), _no("not known: the dump failed", fix)
+        archives += [Path(p).name for p in kubelet.archive_paths(f"checkpoint of {name}", raw)]
+        dumped = _ok("a throwaway pod dumped through the kubelet's API")
+        try:
+            found = agent.request(
+                "GET", f"checkpoints/{urllib.parse.quote(archives[0], safe='')}/criu", timeout=30
+            )
+        except agents.AgentNotFound as exc:
+            fix = "see the agent's log (kubectl -n podhop-system logs)"
+            if "no such endpoint" in str(exc):
+                fix = "reinstall the agent: this one cannot read a dump's log (podhop kube install)"
+            return dumped, _no(str(exc), fix)
+        return dumped, criu_verdict(str(found.get("criu") or ""))
 
     def _wait_running(self, name: str) -> None:
         deadline = time.monotonic() + self.timeout
