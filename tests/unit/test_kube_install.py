@@ -116,6 +116,8 @@ def test_user_rbac_lists_exact_verbs() -> None:
     secrets_rule = d["Role"]["rules"][0]
     assert secrets_rule["resources"] == ["secrets"] and secrets_rule["resourceNames"] == [install.SECRET]
     assert secrets_rule["verbs"] == ["get"]
+    proxy = {r["resources"][0]: sorted(r["verbs"]) for r in d["Role"]["rules"]}["pods/proxy"]
+    assert proxy == ["create", "delete", "get"]  # the agent's DELETE endpoints clean up after a migration
 
 
 def test_agent_image_layer_is_the_binary_and_tmp(tmp_path: Path) -> None:
@@ -157,3 +159,24 @@ def test_the_agents_own_go_tests_pass() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_agent_builds_of_other_versions_are_kept_while_recent(tmp_path: Path) -> None:
+    """Another checkout on the machine may be using its own agent build: only old ones go."""
+    import json
+
+    now = 1_000_000_000.0
+    builds = (("agent-0.1-new", now), ("agent-0.1-recent", now - 3600), ("agent-0.1-old", now - 3 * 86400))
+    for name, built in builds:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / ".built.json").write_text(json.dumps({"built": built}))
+    (tmp_path / "agent-0.1-unstamped").mkdir()  # a build dir without a stamp: its mtime counts (now: kept)
+    (tmp_path / "kubernetes-v1.37.2").mkdir()
+    removed = components._prune_agent_builds(tmp_path, "agent-0.1-new", now=now + 1)
+    assert removed == ["agent-0.1-old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "agent-0.1-new",
+        "agent-0.1-recent",
+        "agent-0.1-unstamped",
+        "kubernetes-v1.37.2",
+    ]

@@ -254,9 +254,7 @@ def build(c: Component, report: Report) -> float:
         os.rename(out, final)
         shutil.rmtree(work, ignore_errors=True)
         if c.name == AGENT.name:  # versioned by source hash: each edit would leave a build behind
-            for old in root.glob(f"{c.name}-*"):
-                if old.is_dir() and old.name != c.key:
-                    shutil.rmtree(old, ignore_errors=True)
+            _prune_agent_builds(root, c.key)
         report(f"{c.key}: built in {seconds:.0f} s")
         return seconds
     except BaseException:
@@ -267,6 +265,28 @@ def build(c: Component, report: Report) -> float:
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(src, ignore_errors=True)
         raise
+
+
+#: An agent build of another version is removed only once it is this old: another checkout of podhop
+#: on the machine (a second work tree, a CI run) may be using it right now.
+AGENT_BUILD_KEEP_S = 2 * 86400
+
+
+def _prune_agent_builds(root: Path, keep: str, now: float | None = None) -> list[str]:
+    """Remove agent builds other than ``keep`` not built in the last :data:`AGENT_BUILD_KEEP_S`."""
+    now = time.time() if now is None else now
+    removed = []
+    for old in root.glob(f"{AGENT.name}-*"):
+        if not old.is_dir() or old.name == keep:
+            continue
+        try:
+            built = float(json.loads((old / ".built.json").read_text())["built"])
+        except (OSError, ValueError, KeyError, TypeError):
+            built = old.stat().st_mtime
+        if now - built > AGENT_BUILD_KEEP_S:
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old.name)
+    return removed
 
 
 def ensure_all(report: Report) -> dict[str, float]:

@@ -43,6 +43,13 @@ PAUSE_IMAGE = "docker.io/podhop/pause:3.10"
 #: address, so its connections cannot live on: they are dumped and restored closed (``tcp-close``),
 #: and connections still in a listener's accept queue are skipped (``skip-in-flight``).
 CRIU_CONF = "tcp-close\nskip-in-flight\n"
+#: containerd's CRI runtime plugin (config version 3) and its setting that lets CreateContainer restore
+#: a checkpoint image. containerd 2.3 needs it on; 2.1 and 2.2 restore without it; 1.7, 2.0 and 2.4+
+#: cannot restore one at all. The kind writes it into its own config; on EKS it is this drop-in, given
+#: to nodeadm (``examples/eks/cluster.yaml``, whose test checks it is the same).
+CRI_RUNTIME_PLUGIN = "io.containerd.cri.v1.runtime"
+RESTORE_SETTING = "enable_experimental_restore_via_create"
+CONTAINERD_RESTORE_DROPIN = f'[plugins."{CRI_RUNTIME_PLUGIN}"]\n  {RESTORE_SETTING} = true\n'
 CNI_BIN_DIR = "/usr/lib/cni"
 RUNC = "/usr/sbin/runc"
 
@@ -124,8 +131,8 @@ state = "{run / "containerd"}"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{node / "opt"}"
 
-[plugins."io.containerd.cri.v1.runtime"]
-  enable_experimental_restore_via_create = true
+[plugins."{CRI_RUNTIME_PLUGIN}"]
+  {RESTORE_SETTING} = true
   netns_mounts_under_state_dir = true
   # No CAP_SYS_RESOURCE here: runc cannot lower oom_score_adj (sandboxes get -998), so clamp it.
   restrict_oom_score_adj = true

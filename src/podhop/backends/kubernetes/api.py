@@ -39,6 +39,7 @@ class ApiError(ClusterError):
 def connect(kubeconfig: Path, context: str | None = None) -> tuple[Any, str]:
     """An ``ApiClient`` for the kubeconfig's ``context`` (default: its current one), and that
     context's name."""
+    import yaml
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
@@ -54,6 +55,11 @@ def connect(kubeconfig: Path, context: str | None = None) -> tuple[Any, str]:
         )
     except ConfigException as exc:
         raise ClusterError(f"{kubeconfig}: not a usable kubeconfig: {exc}") from exc
+    except yaml.YAMLError as exc:  # not YAML at all: its message spans lines, the last one says where
+        where = " ".join(str(exc).split())
+        raise ClusterError(f"{kubeconfig}: not a usable kubeconfig: not YAML ({where})") from exc
+    except (TypeError, AttributeError, KeyError) as exc:  # YAML, but not a kubeconfig's shape (a list, ...)
+        raise ClusterError(f"{kubeconfig}: not a usable kubeconfig: not a Config mapping ({exc})") from exc
     except PermissionError as exc:
         hint = "podhop's own clusters are root's: run as root (sudo)" if os.geteuid() != 0 else None
         raise ClusterError(f"{kubeconfig}: cannot read: permission denied", hint=hint) from exc

@@ -278,13 +278,15 @@ rules:
     resources: ["secrets"]
     resourceNames: ["{SECRET}"]
     verbs: ["get"]
-  # Finding the agents, and talking to them through the API server's pod proxy.
+  # Finding the agents, and talking to them through the API server's pod proxy: the proxy's verb is
+  # the request's, and the agent's DELETEs (a sent archive, a checkpoint image, a receive) are a
+  # migration's cleanup.
   - apiGroups: [""]
     resources: ["pods"]
     verbs: ["list", "get"]
   - apiGroups: [""]
     resources: ["pods/proxy"]
-    verbs: ["create", "get"]
+    verbs: ["create", "get", "delete"]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding

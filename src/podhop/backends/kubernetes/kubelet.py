@@ -21,11 +21,11 @@ if TYPE_CHECKING:
     from podhop.backends.kubernetes.backend import KubernetesBackend
 
 
-def kubelet_checkpoint(
+def post_checkpoint(
     backend: KubernetesBackend, node: str, namespace: str, pod: str, container: str, timeout: int
-) -> list[str]:
-    """The kubelet's checkpoint API through the node proxy; the archive paths it answers
-    (``{"items": ["<kubelet root>/checkpoints/<name>.tar"]}``)."""
+) -> tuple[int, bytes]:
+    """POST the kubelet's checkpoint API through the node proxy: the HTTP status and the raw answer
+    (a refusal is returned, not raised: the doctor reads the kubelet's own 403 and 404)."""
     client = backend.api
     q = urllib.parse.quote
     path = f"/api/v1/nodes/{q(node, safe='')}/proxy/checkpoint/{q(namespace)}/{q(pod)}/{q(container)}"
@@ -38,11 +38,23 @@ def kubelet_checkpoint(
     )
     what = f"kubelet checkpoint of {pod}/{container} on {node}"
     resp = api.call(what, client.call_api, method, url, headers, body, post, timeout=timeout + 10)
-    raw = resp.read() or b""
-    if resp.status >= 400:
-        raise MigrationError(
-            "dump", f"{what}: {raw.decode(errors='replace').strip()[:300]} (HTTP {resp.status})"
-        )
+    return int(resp.status), resp.read() or b""
+
+
+def kubelet_checkpoint(
+    backend: KubernetesBackend, node: str, namespace: str, pod: str, container: str, timeout: int
+) -> list[str]:
+    """The kubelet's checkpoint API through the node proxy; the archive paths it answers
+    (``{"items": ["<kubelet root>/checkpoints/<name>.tar"]}``)."""
+    what = f"kubelet checkpoint of {pod}/{container} on {node}"
+    status, raw = post_checkpoint(backend, node, namespace, pod, container, timeout)
+    if status >= 400:
+        raise MigrationError("dump", f"{what}: {raw.decode(errors='replace').strip()[:300]} (HTTP {status})")
+    return archive_paths(what, raw)
+
+
+def archive_paths(what: str, raw: bytes) -> list[str]:
+    """The archive paths of a successful checkpoint answer."""
     try:
         doc = json.loads(raw)
     except ValueError as exc:

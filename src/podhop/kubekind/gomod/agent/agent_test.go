@@ -121,3 +121,48 @@ func TestCheckpointLayerRefusesUntrustedMembers(t *testing.T) {
 		t.Error("a duplicate member was accepted")
 	}
 }
+
+func tarOf(t *testing.T, files map[string]string) *bytes.Reader {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for name, data := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data))}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(data))
+	}
+	tw.Close()
+	return bytes.NewReader(buf.Bytes())
+}
+
+func TestCRIUVersionFromDumpLog(t *testing.T) {
+	log := "(00.000000) Parsing config file /etc/criu/runc.conf\n(00.000038) Version: 4.2.1 (gitid 0)\n(00.000042) Running on vm Linux 6.18\n"
+	v, line, err := criuVersion(tarOf(t, map[string]string{"checkpoint/inventory.img": "x", "./dump.log": log}))
+	if err != nil || v != "4.2.1" || !strings.Contains(line, "gitid 0") {
+		t.Fatalf("got %q %q %v", v, line, err)
+	}
+	if _, _, err := criuVersion(tarOf(t, map[string]string{"config.dump": "{}"})); err == nil || !strings.Contains(err.Error(), "no dump.log") {
+		t.Errorf("an archive without dump.log: %v", err)
+	}
+	if _, _, err := criuVersion(tarOf(t, map[string]string{"dump.log": "(00.0) Error (criu/cr-dump.c:1): nothing\n"})); err == nil {
+		t.Error("a dump.log without a version was accepted")
+	}
+	if _, _, err := criuVersion(strings.NewReader("not a tar archive at all, just text that is long enough to be read as a header block...")); err == nil {
+		t.Error("a non-tar input was accepted")
+	}
+}
+
+func TestParseCRIConfig(t *testing.T) {
+	s, err := parseCRIConfig(`{"enableExperimentalRestoreViaCreate":true,"enableCRIU":null,"other":1}`)
+	if err != nil || s.RestoreViaCreate == nil || !*s.RestoreViaCreate || s.EnableCRIU != nil {
+		t.Fatalf("got %+v %v", s, err)
+	}
+	s, err = parseCRIConfig(`{"containerd":{}}`) // containerd 2.1/2.2: no such setting
+	if err != nil || s.RestoreViaCreate != nil {
+		t.Fatalf("got %+v %v", s, err)
+	}
+	if _, err := parseCRIConfig(""); err == nil {
+		t.Error("an empty config was accepted")
+	}
+}

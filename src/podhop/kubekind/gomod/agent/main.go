@@ -3,7 +3,8 @@
 // API cannot: it reads the kubelet's checkpoint archives, streams one to the
 // target node's agent, turns a received archive into a checkpoint image in the
 // node's containerd (restore-via-create reads it), and pauses, resumes or kills
-// a container's task for a cold migration.
+// a container's task for a cold migration. It also tells `podhop doctor` what its node's runtime can
+// do (runtime.go), and `podhop-agent --idle` is the doctor's throwaway container to checkpoint.
 //
 // Why each guard: podhop reaches the agent through the API server's pod proxy,
 // so every request must carry the token of the Secret podhop-system/podhop-agent
@@ -260,6 +261,9 @@ func (a *agent) deleteCheckpoint(w http.ResponseWriter, r *http.Request) (any, e
 }
 
 func main() {
+	if isIdle() {
+		idle()
+	}
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 	cfg, err := parseConfig()
 	if err != nil {
@@ -273,6 +277,8 @@ func main() {
 	mux.HandleFunc("GET /healthz", a.authed(a.healthz))
 	mux.HandleFunc("GET /checkpoints/{name}", a.authed(a.getCheckpoint))
 	mux.HandleFunc("DELETE /checkpoints/{name}", a.authed(a.deleteCheckpoint))
+	mux.HandleFunc("GET /checkpoints/{name}/criu", a.authed(a.checkpointCRIU))
+	mux.HandleFunc("GET /runtime", a.authed(a.runtimeInfo))
 	mux.HandleFunc("POST /receive", a.authed(a.startReceive))
 	mux.HandleFunc("GET /receive/{id}", a.authed(a.receiveStatus))
 	mux.HandleFunc("DELETE /receive/{id}", a.authed(a.cancelReceive))
