@@ -540,6 +540,31 @@ def test_drained_pod_leaves_its_service_and_comes_back(ns: Ns) -> None:
     assert ready(ns.get("pod", "redis")) and serving() == 1
 
 
+def test_kubectl_podhop_is_a_kubectl_plugin_on_kubectls_cluster(ns: Ns) -> None:
+    """``kubectl podhop …`` (the ``kubectl-podhop`` entry point on PATH) acts on kubectl's cluster."""
+    import os
+
+    start_redis(ns, "node-1", keys=10)
+    bindir = Path(sys.executable).parent
+    assert (bindir / "kubectl-podhop").is_file(), "the package installs no kubectl-podhop entry point"
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}", "KUBECONFIG": str(ns.kubeconfig)}
+    env.pop("PODHOP_CLUSTER", None)
+    out = subprocess.run(
+        [KUBECTL, "podhop", "get", "pods", "-n", ns.name, "-o", "wide"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "redis" in out.stdout and "node-1" in out.stdout, out.stdout
+    listed = subprocess.run(
+        [KUBECTL, "plugin", "list"], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert "kubectl-podhop" in listed.stdout, listed.stdout + listed.stderr
+
+
 def test_postcopy_is_refused_clearly(ns: Ns) -> None:
     ns.apply(redis_pod("node-1"))
     ns.kubectl("wait", "--for=condition=Ready", "pod/redis", "--timeout=120s", timeout=130)

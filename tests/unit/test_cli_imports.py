@@ -75,3 +75,12 @@ def test_inspect_loads_no_plotting_or_solver() -> None:
 def test_the_probe_itself_sees_imports() -> None:
     """The check can fail: importing the simulator does load numpy."""
     assert "numpy" in loaded_after("import podhop.sim.engine")
+
+
+def test_kubectl_plugin_defaults_to_kubectls_cluster() -> None:
+    from podhop.cli.main import plugin_kubeconfig
+
+    assert plugin_kubeconfig("/usr/bin/podhop", {"KUBECONFIG": "/k"}) is None  # not the plugin
+    assert plugin_kubeconfig("/x/kubectl-podhop", {"KUBECONFIG": "/a:/b"}) == "/a"
+    assert plugin_kubeconfig("kubectl-podhop", {"HOME": "/home/u"}) == "/home/u/.kube/config"
+    assert plugin_kubeconfig("kubectl-podhop", {"KUBECONFIG": "/a", "PODHOP_CLUSTER": "c"}) is None

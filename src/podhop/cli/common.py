@@ -129,8 +129,10 @@ def cluster_option(func: F) -> F:
     wrapper = click.option(
         "--kubeconfig",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar="PODHOP_KUBECONFIG",
         default=None,
-        help="Act on the Kubernetes cluster of this kubeconfig (any cluster, EKS included).",
+        help="Act on the Kubernetes cluster of this kubeconfig (any cluster, EKS included; "
+        "default as `kubectl podhop`: kubectl's).",
     )(wrapper)
     wrapper = click.option(
         "--cluster",

@@ -33,6 +33,8 @@ SECRET = "podhop-agent"
 LABEL = "app.kubernetes.io/name=podhop-agent"
 PORT = 10290
 CHUNK = 1 << 20
+#: Where the agents name the checkpoint images they import into a node's containerd.
+CHECKPOINT_REPO = "localhost/podhop-checkpoint"
 
 
 class AgentError(ClusterError):

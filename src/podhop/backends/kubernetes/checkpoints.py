@@ -112,7 +112,7 @@ def restore_from_file(backend: KubernetesBackend, archive: Path, node: str, name
         raise AlreadyExistsError(f'pod "{pod_name}" already exists', hint="restore with --name NEW")
     target = agents.agent_on(backend, node)
     node_ip = next(n.ip for n in backend.nodes() if n.name == node)
-    image = f"localhost/podhop-checkpoint/{pod_name}-{ctr}:{secrets.token_hex(3)}"
+    image = f"{agents.CHECKPOINT_REPO}/{pod_name}-{ctr}:{secrets.token_hex(3)}"
     secret = secrets.token_hex(32)
     status = target.request(
         "POST",

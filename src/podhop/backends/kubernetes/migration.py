@@ -82,7 +82,7 @@ class KubeMigration:
             s["name"]: str(s.get("containerID", "")).split("://", 1)[-1]
             for s in self.raw.get("status", {}).get("containerStatuses") or []
         }
-        self.images = {c: f"localhost/podhop-checkpoint/{pod.name}-{c}:{self.id}" for c in self.containers}
+        self.images = {c: f"{agents.CHECKPOINT_REPO}/{pod.name}-{c}:{self.id}" for c in self.containers}
         self.archives: dict[str, str] = {}
         self.receives: dict[str, tuple[str, int, str]] = {}  # container -> (id, port, secret)
         self.moves = {c: MoveFigures(c) for c in self.containers}
@@ -277,9 +277,16 @@ class KubeMigration:
         for key in ("nodeName", "hostname", "subdomain"):
             spec.pop(key, None)
         spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), HOSTNAME: self.plan.target}
+        # A container restored before runs a checkpoint image whose base its status names.
+        running = {
+            s["name"]: s.get("image", "") for s in self.raw.get("status", {}).get("containerStatuses") or []
+        }
         base_images = []
         for c in spec["containers"]:
-            base_images.append(c["image"])
+            image = c["image"]
+            if image.startswith(agents.CHECKPOINT_REPO + "/") and running.get(c["name"]):
+                image = running[c["name"]]
+            base_images.append(image)
             c["image"] = self.images[c["name"]]
             c["imagePullPolicy"] = "Never"  # the agent put it there
         # containerd restores on top of the checkpoint's base image and pulls it if missing, past the
