@@ -264,6 +264,9 @@ def kubelet_argv(lay: KubeLayout, i: int, binary: Path) -> list[str]:
         f"--cert-dir={node / 'kubelet-pki'}",
         f"--hostname-override={lay.node_name(i)}",
         f"--node-ip={lay.node_ip(i)}",
+        # cAdvisor reads usage every second (default 10 s), so that `top` and the experiments'
+        # 1-s samples see each second's load.
+        "--housekeeping-interval=1s",
         "--v=1",
     ]
 

@@ -27,14 +27,13 @@ from podhop.backends.base import (
     MigrationDriver,
     MigrationFacts,
     Node,
-    NodeUsage,
     Pod,
-    PodUsage,
     Report,
     Sample,
     Service,
 )
 from podhop.backends.kubernetes import api, views
+from podhop.backends.kubernetes.usage import KubeletUsage
 from podhop.errors import ManifestError, NotFoundError, RuntimeFailure
 from podhop.migrate.plan import MigrationPlan, Options
 from podhop.objects.model import Resources
@@ -70,6 +69,7 @@ class KubernetesBackend:
         self.core = k8s.CoreV1Api(client)
         self.custom = k8s.CustomObjectsApi(client)
         self.apps = k8s.AppsV1Api(client)
+        self.usage = KubeletUsage(self._resource_metrics)
 
     @classmethod
     def connect(
@@ -175,49 +175,19 @@ class KubernetesBackend:
             pods=[views.pod_usage(d, where) for d in pod_items],
         )
 
-    def _resource_metrics(self, node: str) -> dict[str, dict[tuple[str, str], float]]:
+    def _resource_metrics(self, node: str) -> str:
         text = api.call(
             f"resource metrics of {node}",
             self.core.connect_get_node_proxy_with_path,
             node,
             "metrics/resource",
         )
-        return views.parse_resource_metrics(str(text))
+        return str(text)
 
     def _top_from_kubelets(
         self, nodes: dict[str, Node], where: dict[tuple[str, str], str], window_s: float
     ) -> Sample:
-        t0 = time.monotonic()
-        first = {n: self._resource_metrics(n) for n in nodes}
-        time.sleep(max(0.0, window_s - (time.monotonic() - t0)))
-        second = {n: self._resource_metrics(n) for n in nodes}
-        elapsed = max(time.monotonic() - t0, 1e-3)
-
-        def rate(metric: str, node: str, key: tuple[str, str]) -> int:
-            a = first[node].get(metric, {}).get(key)
-            b = second[node].get(metric, {}).get(key)
-            return max(0, round((b - a) / elapsed * 1000)) if a is not None and b is not None else 0
-
-        node_usage = [
-            NodeUsage(
-                n,
-                rate("node_cpu_usage_seconds_total", n, ("", "")),
-                int(second[n].get("node_memory_working_set_bytes", {}).get(("", ""), 0)),
-                info.cpu_m,
-                info.memory_b,
-            )
-            for n, info in nodes.items()
-        ]
-        pod_usage = []
-        for n in nodes:
-            for key in second[n].get("pod_cpu_usage_seconds_total", {}):
-                mem = int(second[n].get("pod_memory_working_set_bytes", {}).get(key, 0))
-                pod_usage.append(
-                    PodUsage(
-                        key[0], key[1], where.get(key, n), rate("pod_cpu_usage_seconds_total", n, key), mem
-                    )
-                )
-        return Sample(window_s=elapsed, nodes=node_usage, pods=pod_usage)
+        return self.usage.sample(nodes, where, window_s)
 
     # ---------------------------------------------------------------- changing
     def _documents(self, source: str, text: str) -> list[dict[str, Any]]:

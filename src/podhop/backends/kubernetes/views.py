@@ -9,7 +9,6 @@ and the backend module stays about calling the API.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from podhop.backends.base import Container, Node, NodeUsage, Pod, PodUsage, Service, ServicePort
@@ -141,27 +140,3 @@ def pod_usage(doc: dict[str, Any], nodes: dict[tuple[str, str], str]) -> PodUsag
     mem = sum(_memory(c.get("usage", {}).get("memory")) for c in doc.get("containers", []))
     key = (meta.get("namespace", "default"), meta.get("name", ""))
     return PodUsage(key[0], key[1], nodes.get(key, ""), cpu, mem)
-
-
-_SERIES = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def parse_resource_metrics(text: str) -> dict[str, dict[tuple[str, str], float]]:
-    """The kubelet's ``/metrics/resource`` (Prometheus text): ``{metric: {(namespace, pod): value}}``
-    (node-level series under ``("", "")``; container-level ones summed into their pod)."""
-    out: dict[str, dict[tuple[str, str], float]] = {}
-    for line in text.splitlines():
-        match = _SERIES.match(line)
-        if match is None or line.startswith("#"):
-            continue
-        name, labels_text, value_text = match.groups()
-        labels = dict(_LABEL.findall(labels_text or ""))
-        try:
-            value = float(value_text)
-        except ValueError:
-            continue
-        key = (labels.get("namespace", ""), labels.get("pod", ""))
-        series = out.setdefault(name, {})
-        series[key] = series.get(key, 0.0) + value
-    return out
