@@ -22,18 +22,26 @@ import tarfile
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from helpers import kube_cluster, kube_unavailable
+from helpers import (
+    KUBE_NODES,
+    Ns,
+    external_ip,
+    kube_checkpoint_debris,
+    kube_cluster,
+    kube_namespace,
+    kube_unavailable,
+    ready,
+    wait_serving,
+)
 
 from podhop.errors import PodhopError
 from podhop.kubekind import cluster as kube
 from podhop.kubekind import components
-from podhop.kubekind.layout import KubeLayout
 from podhop.sh import default_sigint
 
 pytestmark = pytest.mark.integration
@@ -42,9 +50,8 @@ pytestmark = pytest.mark.integration
 if (why := kube_unavailable()) is not None:
     pytest.skip(why, allow_module_level=True)
 
-KUBECTL = str(components.binary("kubectl"))
 CTR = str(components.binary("ctr"))
-NODES = ("node-1", "node-2", "node-3")
+NODES = KUBE_NODES
 KEYS = 20_000
 
 
@@ -54,99 +61,10 @@ def kcluster() -> Iterator[kube.KubeCluster]:
         yield c
 
 
-@dataclass
-class Ns:
-    name: str
-    kubeconfig: Path
-    layout: KubeLayout
-
-    def kubectl(self, *args: str, timeout: float = 120, check: bool = True, input: str | None = None) -> str:
-        proc = subprocess.run(
-            [KUBECTL, f"--kubeconfig={self.kubeconfig}", "-n", self.name, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc.stdout
-
-    def get(self, *args: str) -> Any:
-        return json.loads(self.kubectl("get", *args, "-o", "json"))
-
-    def apply(self, doc: dict[str, Any]) -> None:
-        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
-
-    def pods(self) -> list[dict[str, Any]]:
-        return list(self.get("pods")["items"])
-
-    def podhop(
-        self, *args: str, timeout: float = 300, namespaced: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        where = ["-n", self.name] if namespaced else []
-        return subprocess.run(
-            [sys.executable, "-m", "podhop", *args, "--kubeconfig", str(self.kubeconfig), *where],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-
-def ready(pod: dict[str, Any]) -> bool:
-    return any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for c in (pod.get("status") or {}).get("conditions", [])
-    ) and not pod["metadata"].get("deletionTimestamp")
-
-
-def node_index(node: str) -> int:
-    return int(node.rsplit("-", 1)[1])
-
-
-def checkpoint_debris(lay: KubeLayout) -> list[str]:
-    """Archives in any kubelet's checkpoint directory, checkpoint images in any containerd, and
-    anything an agent staged."""
-    left = []
-    for node in NODES:
-        i = node_index(node)
-        left += [str(p) for p in lay.checkpoints_dir(i).iterdir()]
-        images = subprocess.run(
-            [CTR, "-a", str(lay.containerd_socket(i)), "-n", "k8s.io", "images", "ls"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-        left += [f"{node}: {ln.split()[0]}" for ln in images.splitlines() if "podhop.io/checkpoint" in ln]
-        pods = lay.kubelet_root(i) / "pods"
-        left += [str(p) for p in pods.glob("*/volumes/kubernetes.io~empty-dir/work/podhop-agent/*")]
-    return left
-
-
 @pytest.fixture
 def ns(kcluster: kube.KubeCluster, tmp_path: Path) -> Iterator[Ns]:
-    name = f"t-{secrets.token_hex(3)}"
-    kc = tmp_path / "kubeconfig"
-    kc.write_text(kcluster.kubeconfig.read_text())
-    n = Ns(name, kc, kcluster.layout)
-    n.kubectl("create", "namespace", name)
-    try:
+    with kube_namespace(kcluster, tmp_path) as n:
         yield n
-    finally:
-        n.kubectl("delete", "pods", "--all", "--grace-period=1", "--wait=false", check=False)  # quicker
-        n.kubectl("delete", "namespace", name, "--wait=true", "--timeout=120s", timeout=150, check=False)
-        gone = subprocess.run(
-            [KUBECTL, f"--kubeconfig={kc}", "get", "namespace", name],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        assert gone.returncode != 0 and "NotFound" in gone.stderr, f"namespace {name} still there"
-    assert checkpoint_debris(kcluster.layout) == []
 
 
 def redis_pod(node: str) -> dict[str, Any]:
@@ -364,32 +282,6 @@ def parse_hey(out: str) -> tuple[dict[int, int], str]:
     codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
     errors = out.split("Error distribution:", 1)[1].strip() if "Error distribution:" in out else ""
     return codes, errors
-
-
-def external_ip(ns: Ns, service: str) -> str:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ingress = (ns.get("service", service).get("status") or {}).get("loadBalancer", {}).get("ingress")
-        if ingress:
-            return str(ingress[0]["ip"])
-        time.sleep(0.5)
-    raise AssertionError(f"service {service} got no external address")
-
-
-def wait_serving(ip: str, timeout: float = 60) -> None:
-    """Until the address answers: its first SYN before kube-proxy's rules exist would leave a
-    conntrack entry without DNAT that every retransmission then follows."""
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{ip}/", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{ip} does not answer")
 
 
 def test_nginx_deployment_clone_under_load_fails_no_request(ns: Ns) -> None:
@@ -649,7 +541,7 @@ def assert_source_intact(ns: Ns, before: dict[str, Any], m: Any, keys: int) -> N
     # The target's receive was closed (no listener waits for an archive any more).
     for receive_id, _port, _secret in m.driver.receives.values():
         assert m.driver.dst.request("GET", f"receive/{receive_id}")["state"] in ("failed", "done")
-    assert checkpoint_debris(ns.layout) == []
+    assert kube_checkpoint_debris(ns.layout) == []
 
 
 @pytest.mark.parametrize("strategy", ["cold", "clone"])

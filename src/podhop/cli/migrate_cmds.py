@@ -36,6 +36,12 @@ def print_report(report: MigrationReport) -> None:
         f"{'n/a' if down is None else f'{down:.0f} ms'}; failed probes {failed}"
     )
     click.echo(f"transferred {_mib(report.bytes_transferred)}; CRIU images {_mib(report.image_bytes)}")
+    if len(report.moves) > 1:
+        rows = [
+            [c["container"], _mib(c["bytes_transferred"]), _mib(c["image_bytes"])]
+            for c in report.to_dict()["containers"]
+        ]
+        print_table(["CONTAINER", "TRANSFERRED", "IMAGES"], rows)
     freed = report.resources_freed
     if freed:
         click.echo(

@@ -4,7 +4,9 @@ Why: the CLI, the rebalancer, the experiment runner, the benchmarks and the
 calibration all read a migration's outcome. As a dict, each of them spelled
 the keys again; here they are fields, written once. ``to_dict`` gives the JSON
 that ``podhop migrate -o json`` prints and results files keep (its keys are a
-published format: they do not change with the code's names).
+published format: they do not change with the code's names). A pod's
+containers move each from its own checkpoint, so the figures are kept per
+container (``containers``, one entry each) and the pod's totals are their sums.
 
 This module is pure (no I/O); backends and the engine both build from it.
 """
@@ -68,6 +70,17 @@ class MoveFigures:
     image_bytes: int = 0  # the checkpoint as it landed on the target
     criu_stats: dict[str, int] = field(default_factory=dict)
 
+    def to_dict(self, lazy: bool = False) -> dict[str, Any]:
+        """One entry of the report's ``containers``, its keys and sense the report's own (so the
+        entries add up to the report's totals)."""
+        return {
+            "container": self.container,
+            "bytes_transferred": self.transferred_bytes + self.page_bytes,
+            "memory_pages_bytes": self.page_bytes,
+            "image_bytes": self.image_bytes + (self.page_bytes if lazy else 0),
+            "criu_stats": self.criu_stats,
+        }
+
 
 @dataclass
 class MigrationReport:
@@ -129,6 +142,7 @@ class MigrationReport:
             "memory_pages_bytes": self.memory_pages_bytes,
             "link_bandwidth_bps": self.link_bandwidth_bps,
             "criu_stats": [m.criu_stats for m in self.moves],
+            "containers": [m.to_dict(self.lazy) for m in self.moves],
             "warnings": self.warnings,
         }
         if self.new_pod:

@@ -8,7 +8,8 @@ clone's source out of its services while CRIU dumps it; ``dump`` checkpoints
 (memory straight to the target's page server, or, post-copy, to a page
 server on the source the target will pull from); ``transfer`` sends CRIU's
 other images and the root filesystem changes over the link; ``restore``
-brings the container up on the target; ``switch`` moves the pod's record and
+brings each container up on the target from its own images, in the target
+sandbox's one network namespace; ``switch`` moves the pod's record and
 endpoints. After the commit, ``pull`` waits for post-copy's memory,
 ``drain`` lets a clone's source finish, ``cleanup`` removes the source.
 
