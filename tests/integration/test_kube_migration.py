@@ -442,7 +442,7 @@ def test_kubectl_podhop_is_a_kubectl_plugin_on_kubectls_cluster(ns: Ns) -> None:
     env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}", "KUBECONFIG": str(ns.kubeconfig)}
     env.pop("PODHOP_CLUSTER", None)
     out = subprocess.run(
-        [KUBECTL, "podhop", "get", "pods", "-n", ns.name, "-o", "wide"],
+        [str(components.binary("kubectl")), "podhop", "get", "pods", "-n", ns.name, "-o", "wide"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -452,7 +452,12 @@ def test_kubectl_podhop_is_a_kubectl_plugin_on_kubectls_cluster(ns: Ns) -> None:
     assert out.returncode == 0, out.stderr
     assert "redis" in out.stdout and "node-1" in out.stdout, out.stdout
     listed = subprocess.run(
-        [KUBECTL, "plugin", "list"], capture_output=True, text=True, timeout=60, env=env, check=False
+        [str(components.binary("kubectl")), "plugin", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
     )
     assert "kubectl-podhop" in listed.stdout, listed.stdout + listed.stderr
 
