@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from podhop.backends.base import Node
-from podhop.backends.kubernetes.usage import KubeletUsage, parse_resource_metrics
+from podhop.backends.kubernetes.usage import SHARED_HOST, KubeletUsage, parse_resource_metrics
 
 
 def metrics(node_cpu: float, node_t_ms: int, pod_cpu: float, pod_t_ms: int) -> str:
@@ -59,3 +59,20 @@ def test_a_counter_that_restarts_gives_no_negative_rate() -> None:
     usage.sample(node(), {}, 0.0)
     after = usage.sample(node(), {}, 0.0)
     assert after.pods[0].cpu_m == 0
+
+
+def test_on_the_kind_a_node_is_the_sum_of_its_pods() -> None:
+    pages = iter(
+        [metrics(100.0, 1_000_000, 5.0, 1_000_000)] * 2 + [metrics(120.0, 1_010_000, 7.5, 1_010_000)] * 2
+    )
+    usage = KubeletUsage(lambda _node: next(pages))
+    shared = {"n1": Node("n1", "10.0.0.1", 2000, 2 << 30, labels={SHARED_HOST: "true"})}
+    usage.sample(shared, {}, 0.0)
+    s = usage.sample(shared, {("ns", "p"): "n1"}, 0.0)
+    assert s.nodes[0].cpu_m == 250 and s.nodes[0].memory_b == 2048  # not the host's 2000m
+
+
+def test_the_kind_labels_its_nodes_as_sharing_the_host() -> None:
+    from podhop.kubekind import config
+
+    assert config.SHARED_HOST_LABEL == SHARED_HOST

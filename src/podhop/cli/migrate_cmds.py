@@ -204,6 +204,9 @@ COMMANDS = [migrate_cmd, checkpoint_cmd, inspect_cmd, restore_cmd]
     help="Seconds of usage sampled before and after.",
 )
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "-n", "--namespace", default="default", show_default=True, help="Whose pods may move (DaemonSets' never)."
+)
 @cluster_option
 @handle_errors
 def rebalance_cmd(
@@ -213,6 +216,7 @@ def rebalance_cmd(
     strategy: str,
     window: float,
     output: str,
+    namespace: str,
     target: Target,
 ) -> None:
     """Plan migrations from live usage with a policy, and (unless --dry-run) carry them out."""
@@ -227,6 +231,7 @@ def rebalance_cmd(
             max_concurrent=max_concurrent,
             strategy=strategy,
             window_s=window,
+            namespace=namespace,
             report=lambda msg: status.update(f"rebalancing with {policy}: {msg}"),
         )
     data = result.to_dict()

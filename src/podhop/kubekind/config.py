@@ -254,6 +254,11 @@ def kubelet_config(lay: KubeLayout, i: int, budget: NodeBudget) -> str:
     )
 
 
+#: Marks a node whose kubelet reports the whole host as the node (all the kind's kubelets share the
+#: host's root cgroup): podhop then counts the node's usage as the sum of its pods'.
+SHARED_HOST_LABEL = "podhop.io/shared-host"  # = backends.kubernetes.usage.SHARED_HOST
+
+
 def kubelet_argv(lay: KubeLayout, i: int, binary: Path) -> list[str]:
     node = lay.node_dir(i)
     return [
@@ -267,6 +272,7 @@ def kubelet_argv(lay: KubeLayout, i: int, binary: Path) -> list[str]:
         # cAdvisor reads usage every second (default 10 s), so that `top` and the experiments'
         # 1-s samples see each second's load.
         "--housekeeping-interval=1s",
+        f"--node-labels={SHARED_HOST_LABEL}=true",  # its usage figure is the host's (see usage.py)
         "--v=1",
     ]
 

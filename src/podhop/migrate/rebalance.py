@@ -38,8 +38,13 @@ from podhop.policies.snapshot import ContainerInfo, NodeInfo, Snapshot
 Report = Callable[[str], None]
 
 
-def snapshot(backend: Backend, sample: Sample) -> Snapshot:
-    """The live cluster as the policies see it."""
+#: Pods that belong to their node (one per node, by design): never moved.
+PINNED_OWNERS = ("DaemonSet", "Node")
+
+
+def snapshot(backend: Backend, sample: Sample, namespace: str = "default") -> Snapshot:
+    """The live cluster as the policies see it: every node (its measured usage includes every pod),
+    the running pods of ``namespace`` that may move."""
     usage = {(p.namespace, p.name): p for p in sample.pods}
     node_usage = {n.name: n for n in sample.nodes}
     nodes = tuple(
@@ -55,7 +60,9 @@ def snapshot(backend: Backend, sample: Sample) -> Snapshot:
         for n in backend.nodes()
     )
     containers = []
-    for p in backend.pods(None):
+    for p in backend.pods(namespace):
+        if p.phase != "Running" or p.owner_kind in PINNED_OWNERS:
+            continue
         u = usage.get((p.namespace, p.name))
         containers.append(
             ContainerInfo(
@@ -119,9 +126,11 @@ def rebalance(
     strategy: str = "cold",
     window_s: float = 2.0,
     options: dict[str, Any] | None = None,
+    namespace: str = "default",
     report: Report = lambda _: None,
 ) -> Result:
-    """Plan with ``policy`` from live usage; unless ``dry_run``, execute the plan's migrations."""
+    """Plan with ``policy`` from live usage of the pods of ``namespace``; unless ``dry_run``, execute
+    the plan's migrations."""
     if max_concurrent < 1:
         raise PodhopError("--max-concurrent must be at least 1")
     if window_s <= 0:
@@ -129,19 +138,21 @@ def rebalance(
     pol = registry.get(policy, **(options or {}))
     report(f"measuring usage for {window_s:.0f} s")
     before = backend.top(window_s)
-    plan = pol.plan(snapshot(backend, before), registry.Context(strategy=strategy))  # type: ignore[arg-type]
+    plan = pol.plan(snapshot(backend, before, namespace), registry.Context(strategy=strategy))  # type: ignore[arg-type]
     result = Result(policy, plan, imbalance(before))
     if dry_run or not plan.migrations:
         return result
-    execute_plan(backend, result, max_concurrent=max_concurrent, strategy=strategy, report=report)
+    execute_plan(
+        backend, result, max_concurrent=max_concurrent, strategy=strategy, namespace=namespace, report=report
+    )
     report(f"measuring usage for {window_s:.0f} s")
     result.imbalance_after = imbalance(backend.top(window_s))
     return result
 
 
-def stale(backend: Backend, step: PlannedMove) -> str | None:
+def stale(backend: Backend, step: PlannedMove, namespace: str = "default") -> str | None:
     """Why a planned step no longer fits the cluster as it is now (None: it still does)."""
-    pod = next((p for p in backend.pods(None) if p.name == step.container), None)
+    pod = next((p for p in backend.pods(namespace) if p.name == step.container), None)
     if pod is None:
         return f"pod {step.container} no longer exists"
     if pod.node != step.source:
@@ -159,6 +170,7 @@ def execute_plan(
     *,
     max_concurrent: int = 1,
     strategy: str = "cold",
+    namespace: str = "default",
     report: Report = lambda _: None,
 ) -> None:
     """Run ``result.plan``'s migrations, K at a time, each re-checked against the cluster as it is
@@ -170,7 +182,7 @@ def execute_plan(
             reserved: set[str] = set()
             prepared = []
             for step in batch:
-                why = stale(backend, step)
+                why = stale(backend, step, namespace)
                 if why is not None:
                     result.stale.append({"pod": step.container, "target": step.target, "reason": why})
                     continue
@@ -181,6 +193,7 @@ def execute_plan(
                             step.container,
                             step.target,
                             strategy,
+                            namespace,
                             options=Options(measure_resources=False),
                             reserved=reserved,
                         )

@@ -9,6 +9,9 @@ times too much when a refresh fell between them (a 2-core machine showed
 change, and it is kept between calls: a sampler calling every second always
 reports the latest interval's rate. ``top`` waits one window and scrapes
 again, so that a kubelet refreshing within the window gives a fresh rate.
+On the Kubernetes kind every kubelet reports the host's root cgroup as its
+node; the kind labels its nodes ``podhop.io/shared-host=true``, and such a
+node's usage is the sum of its pods'.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ _SERIES = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+(-?
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 NODE_CPU, POD_CPU = "node_cpu_usage_seconds_total", "pod_cpu_usage_seconds_total"
 NODE_MEMORY, POD_MEMORY = "node_memory_working_set_bytes", "pod_memory_working_set_bytes"
+#: A node label: this node's kubelet reports the whole host as the node (the Kubernetes kind's
+#: kubelets all share the host's root cgroup), so its usage is the sum of its pods'.
+SHARED_HOST = "podhop.io/shared-host"
 
 
 def parse_resource_metrics(text: str, scraped_at: float) -> Series:
@@ -76,7 +82,8 @@ class KubeletUsage:
             self.update(n, parse_resource_metrics(self.scrape(n), time.time()))
 
     def sample(self, nodes: dict[str, Node], where: dict[Key, str], window_s: float) -> Sample:
-        """Scrape every node now and after ``window_s``; usage at the latest known rates."""
+        """Scrape every node now and after ``window_s``; usage at the latest known rates (a node
+        labelled :data:`SHARED_HOST` counts as the sum of its pods)."""
         t0 = time.monotonic()
         self._scrape_all(nodes)
         time.sleep(max(0.0, window_s - (time.monotonic() - t0)))
@@ -105,5 +112,17 @@ class KubeletUsage:
             )
             for n in nodes
             for key in self.latest[n].get(POD_CPU, {})
+        ]
+        node_usage = [
+            NodeUsage(
+                u.name,
+                sum(p.cpu_m for p in pod_usage if p.node == u.name),
+                sum(p.memory_b for p in pod_usage if p.node == u.name),
+                u.cpu_capacity_m,
+                u.memory_capacity_b,
+            )
+            if nodes[u.name].labels.get(SHARED_HOST) == "true"
+            else u
+            for u in node_usage
         ]
         return Sample(window_s=max(time.monotonic() - t0, 1e-3), nodes=node_usage, pods=pod_usage)
