@@ -282,3 +282,23 @@ def wait_serving(ip: str, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"{ip} does not answer")
+
+
+#: Three CPU-bound replicas (the rebalancer's tests, both kinds).
+BUSY = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: busy}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: busy}}
+  template:
+    metadata: {labels: {app: busy}}
+    spec:
+      containers:
+      - name: main
+        image: nginx
+        command: ["sh", "-c", "while :; do :; done"]
+        # The limit makes each busy pod use 300m whatever else the machine runs (a CPU quota): node-1
+        # at 90 % of its 1000m, the others idle; spread out, 30 % each.
+        resources: {requests: {cpu: 50m, memory: 16Mi}, limits: {cpu: 300m}}
+"""

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import Ns, kube_cluster, kube_namespace, kube_unavailable
+from helpers import BUSY, Ns, kube_cluster, kube_namespace, kube_unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -146,24 +146,6 @@ def test_experiment_on_the_cluster_of_a_kubeconfig(ns: Ns, tmp_path: Path) -> No
         assert time.monotonic() < deadline, f"the run left {left}"
         time.sleep(1)
     assert len(ns.kubectl("get", "nodes", "-o", "name").split()) == 3  # the cluster is untouched
-
-
-BUSY = """apiVersion: apps/v1
-kind: Deployment
-metadata: {name: busy}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: busy}}
-  template:
-    metadata: {labels: {app: busy}}
-    spec:
-      containers:
-      - name: main
-        image: nginx
-        command: ["sh", "-c", "while :; do :; done"]
-        # Each busy pod uses 250m whatever else the machine runs (a CPU quota).
-        resources: {requests: {cpu: 50m, memory: 16Mi}, limits: {cpu: 250m}}
-"""
 
 
 def test_rebalance_moves_pods_off_the_node_they_overload(ns: Ns) -> None:

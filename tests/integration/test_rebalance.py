@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import backend
+from helpers import BUSY, backend
 
 from podhop.backends.local.apply import apply, delete
 from podhop.backends.local.cluster import LocalCluster
@@ -30,23 +30,6 @@ spec:
 """
     for i in (2, 3)
 )
-BUSY = """apiVersion: apps/v1
-kind: Deployment
-metadata: {name: busy}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: busy}}
-  template:
-    metadata: {labels: {app: busy}}
-    spec:
-      containers:
-      - name: main
-        image: nginx
-        command: ["sh", "-c", "while :; do :; done"]
-        # The limit makes each busy pod use 300m whatever else the machine runs (a CPU quota): node-1
-        # at 90 % of its 1000m, the others idle; spread out, 30 % each.
-        resources: {requests: {cpu: 50m, memory: 16Mi}, limits: {cpu: 300m}}
-"""
 
 
 def overload_node_1(cluster: LocalCluster) -> None:

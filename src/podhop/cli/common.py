@@ -110,6 +110,20 @@ class Target:
         return backend
 
 
+def kubeconfig_options(func: F, help: str, envvar: str | None = None) -> F:
+    """``--kubeconfig PATH`` (``help``) and ``--context C`` on ``func``."""
+    func = click.option(
+        "--context", default=None, help="The kubeconfig's context to use (default: its current one)."
+    )(func)
+    return click.option(
+        "--kubeconfig",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar=envvar,
+        default=None,
+        help=help,
+    )(func)
+
+
 def cluster_option(func: F) -> F:
     """``--cluster``, ``--kubeconfig`` and ``--context``, handed to the command as ``target``."""
 
@@ -123,17 +137,12 @@ def cluster_option(func: F) -> F:
             raise click.UsageError("--context needs --kubeconfig")
         return func(*args, target=Target(cluster_name, kubeconfig, context), **kw)
 
-    wrapper = click.option(
-        "--context", default=None, help="The kubeconfig's context to use (default: its current one)."
-    )(wrapper)
-    wrapper = click.option(
-        "--kubeconfig",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        envvar="PODHOP_KUBECONFIG",
-        default=None,
-        help="Act on the Kubernetes cluster of this kubeconfig (any cluster, EKS included; "
+    wrapper = kubeconfig_options(
+        wrapper,
+        "Act on the Kubernetes cluster of this kubeconfig (any cluster, EKS included; "
         "default as `kubectl podhop`: kubectl's).",
-    )(wrapper)
+        envvar="PODHOP_KUBECONFIG",
+    )
     wrapper = click.option(
         "--cluster",
         "cluster_name",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from podhop.cli.common import console, err_console, handle_errors, require_root
+from podhop.cli.common import console, err_console, handle_errors, kubeconfig_options, require_root
 from podhop.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -172,15 +172,9 @@ def where_options(func: F) -> F:
             raise click.UsageError("give --kind (a cluster podhop creates) or --kubeconfig, not both")
         return func(*args, where=(kind, kubeconfig, context), **kw)
 
-    wrapper = click.option(
-        "--context", default=None, help="The kubeconfig's context to use (default: its current one)."
-    )(wrapper)
-    wrapper = click.option(
-        "--kubeconfig",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        default=None,
-        help="Run on the Kubernetes cluster of this kubeconfig (any cluster, EKS included).",
-    )(wrapper)
+    wrapper = kubeconfig_options(
+        wrapper, "Run on the Kubernetes cluster of this kubeconfig (any cluster, EKS included)."
+    )
     wrapper = click.option(
         "--kind",
         type=click.Choice(["local", "kubernetes"]),
