@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -1087,3 +1089,42 @@ def test_postcopy_report_counts_the_memory_it_moved(make_cluster: Callable[..., 
         assert r.call("DBSIZE") == 64
     print(f"\n{report['bytes_transferred']=} {report['memory_pages_bytes']=} {report['criu_stats']=}")
     assert report["bytes_transferred"] >= 64 << 20
+
+
+def test_a_client_port_used_before_a_cold_move_connects_after_it(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
+    """A connection through the VIP that was open when the source went leaves a conntrack entry
+    translated to the gone address; a new connection from the same client port must not follow it.
+    The stale entry is made deterministically: the client's socket is torn down with its RST
+    dropped before conntrack sees it (a raw-table rule), as when a client dies mid-connection."""
+    cluster = make_cluster(nodes=2)
+    pod, (vip, port) = deploy_redis(cluster)
+    client_port = 40000 + secrets.randbelow(2000) * 2
+
+    def connect() -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.settimeout(2)
+        s.bind(("0.0.0.0", client_port))
+        s.connect((vip, port))
+        return s
+
+    old = connect()
+    old.sendall(b"PING\r\n")
+    assert old.recv(64).startswith(b"+PONG")
+    migrate(cluster, pod.name, other_node(cluster, pod.node), "cold", options=opts())
+    rule = ["OUTPUT", "-p", "tcp", "--sport", str(client_port), "--tcp-flags", "RST", "RST", "-j", "DROP"]
+    subprocess.run(["iptables", "-w", "-t", "raw", "-I", *rule], check=True)
+    try:
+        old.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        old.close()  # an RST nobody sees: the entry stays ESTABLISHED, towards the old address
+    finally:
+        subprocess.run(["iptables", "-w", "-t", "raw", "-D", *rule], check=True)
+    entries = subprocess.run(
+        ["conntrack", "-L", "-p", "tcp", "--sport", str(client_port)], capture_output=True, text=True
+    ).stdout
+    assert pod.ip not in entries, f"a stale entry towards the gone source remains:\n{entries}"
+    with connect() as new:
+        new.sendall(b"PING\r\n")
+        assert new.recv(64).startswith(b"+PONG")

@@ -210,6 +210,18 @@ def sync(
     sh.run(_in(netns, ["iptables-restore", "-w", "--noflush"]), input=text)
 
 
+def forget_connections(address: str, netns: str | None = None) -> None:
+    """Delete ``netns``'s conntrack entries whose replies come from ``address`` (an endpoint gone).
+
+    kube-proxy does this for UDP only; here TCP needs it too. A client's connections that were
+    being made while the endpoint was frozen or being removed stay in conntrack (established, or
+    half-open) for minutes, translated to the gone address; a later connection from the same
+    client port matches such an entry (the kernel picks ports near the last ones for a
+    destination) and its SYN follows the old translation into nowhere: a 1 s retransmission, or
+    a timeout, well after the switch."""
+    sh.run(_in(netns, ["conntrack", "-D", "-r", address]), check=False)
+
+
 def remove_all(prefix: str, out_dev: str | None, netns: str | None = None) -> None:
     """Remove our hooks and every chain with our prefix. Idempotent."""
     for table, chain, rule in _hooks(prefix, out_dev):

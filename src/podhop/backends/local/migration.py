@@ -212,6 +212,8 @@ class LocalMigration:
         undo.callback(cluster.store.put_pod, self.pod)
         svcops.clear_overrides(cluster, f"{self.id}/both", f"{self.id}/detach")
         self.current_ip = self.new.ip
+        if self.plan.strategy is Strategy.COLD:  # the source is frozen for good: its connections are lost
+            svcops.forget_endpoint(cluster, self.pod.ip)
 
     def discard(self) -> None:
         """After a failed attempt: its checkpoint files and CRIU logs, on both nodes."""
@@ -244,6 +246,10 @@ class LocalMigration:
         """The source is removed (a frozen one killed without running again), and the checkpoint files."""
         warnings = self._stop_sources(0.0)
         podops.delete_sandbox(self.cluster, self.pod)
+        try:  # connections still translated to the source's address would lead into nowhere
+            svcops.forget_endpoint(self.cluster, self.pod.ip)
+        except PodhopError as exc:
+            warnings.append(f"forgetting the source's connections: {exc}")
         for mv in self.moves:
             mv.image_bytes = criu.dir_bytes(mv.dst.images)
             carry.release_images(mv)

@@ -133,6 +133,17 @@ def sync(cluster: LocalCluster) -> None:
             list(pool.map(lambda ns: nat.sync(prefix, current, ns), nodes))
 
 
+def forget_endpoint(cluster: LocalCluster, address: str) -> None:
+    """Drop the connections translated to ``address`` (a pod that has gone) from conntrack, on the
+    host and every node (:func:`podhop.net.nat.forget_connections`)."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(
+            pool.map(
+                lambda ns: nat.forget_connections(address, ns), [None, *(n.netns for n in cluster.nodes())]
+            )
+        )
+
+
 def allocate_cluster_ip(cluster: LocalCluster) -> str:
     used = {s.cluster_ip for s in cluster.store.services(cluster.name)}
     for n in range(1, 255):
