@@ -7,28 +7,28 @@ what was found and what to change; the real cluster run is tests/integration/tes
 
 from __future__ import annotations
 
-from podhop.backends.kubernetes import doctor, install
-from podhop.backends.kubernetes.doctor import Permission, Verdict
+from podhop.backends.kubernetes import doctor, install, verdicts
+from podhop.backends.kubernetes.verdicts import Permission, Verdict
 
 
 def test_version_tuple_reads_what_clusters_report() -> None:
-    assert doctor.version_tuple("v1.30.2-eks-1552ad0") == (1, 30, 2)
-    assert doctor.version_tuple("containerd://2.3.7") == (2, 3, 7)
-    assert doctor.version_tuple("4.2") == (4, 2)
-    assert doctor.version_tuple("unknown") is None
+    assert verdicts.version_tuple("v1.30.2-eks-1552ad0") == (1, 30, 2)
+    assert verdicts.version_tuple("containerd://2.3.7") == (2, 3, 7)
+    assert verdicts.version_tuple("4.2") == (4, 2)
+    assert verdicts.version_tuple("unknown") is None
 
 
 def test_server_version_from_1_30() -> None:
-    assert doctor.server_verdict("v1.30.0", "https://x").ok
-    assert doctor.server_verdict("v1.35.1-eks-3025e55", "https://x").ok
-    old = doctor.server_verdict("v1.29.9", "https://x")
+    assert verdicts.server_verdict("v1.30.0", "https://x").ok
+    assert verdicts.server_verdict("v1.35.1-eks-3025e55", "https://x").ok
+    old = verdicts.server_verdict("v1.29.9", "https://x")
     assert not old.ok and old.fix and "1.30" in old.fix
-    assert not doctor.server_verdict("nonsense", "https://x").ok
+    assert not verdicts.server_verdict("nonsense", "https://x").ok
 
 
 def test_runtime_containerd_2_1_to_2_3_only() -> None:
     for good in ("containerd://2.1.4", "containerd://2.2.0", "containerd://2.3.7"):
-        assert doctor.runtime_verdict(good).ok, good
+        assert verdicts.runtime_verdict(good).ok, good
     for bad, why in (
         ("containerd://1.7.27", "2.1"),
         ("containerd://2.0.5", "2.1"),
@@ -36,67 +36,69 @@ def test_runtime_containerd_2_1_to_2_3_only() -> None:
         ("cri-o://1.30.1", "containerd only"),
         ("", "containerd only"),
     ):
-        verdict = doctor.runtime_verdict(bad)
+        verdict = verdicts.runtime_verdict(bad)
         assert not verdict.ok and why in verdict.detail and verdict.fix, bad
 
 
 def test_restore_setting_as_containerd_parsed_it() -> None:
-    on = doctor.restore_verdict({"containerd": "v2.3.7", "cri": {"enableExperimentalRestoreViaCreate": True}})
+    on = verdicts.restore_verdict(
+        {"containerd": "v2.3.7", "cri": {"enableExperimentalRestoreViaCreate": True}}
+    )
     assert on.ok and "enable_experimental_restore_via_create = true" in on.detail
-    off = doctor.restore_verdict(
+    off = verdicts.restore_verdict(
         {"containerd": "v2.3.7", "cri": {"enableExperimentalRestoreViaCreate": False}}
     )
     assert not off.ok and off.fix and "enable_experimental_restore_via_create = true" in off.fix
     assert "examples/eks/cluster.yaml" in off.fix
-    built_in = doctor.restore_verdict({"containerd": "2.2.0", "cri": {"enableCRIU": None}})
+    built_in = verdicts.restore_verdict({"containerd": "2.2.0", "cri": {"enableCRIU": None}})
     assert built_in.ok and "built in" in built_in.detail
-    assert not doctor.restore_verdict({"containerd": "2.4.2", "cri": {}}).ok
-    assert not doctor.restore_verdict({"containerd": "2.0.5", "cri": {}}).ok
-    criu_off = doctor.restore_verdict(
+    assert not verdicts.restore_verdict({"containerd": "2.4.2", "cri": {}}).ok
+    assert not verdicts.restore_verdict({"containerd": "2.0.5", "cri": {}}).ok
+    criu_off = verdicts.restore_verdict(
         {"containerd": "2.3.7", "cri": {"enableExperimentalRestoreViaCreate": True, "enableCRIU": False}}
     )
     assert not criu_off.ok and "enable_criu" in criu_off.detail
-    unread = doctor.restore_verdict({"containerd": "2.3.7", "criError": "CRI status: unavailable"})
+    unread = verdicts.restore_verdict({"containerd": "2.3.7", "criError": "CRI status: unavailable"})
     assert not unread.ok and "unavailable" in unread.detail
 
 
 def test_criu_from_4_2() -> None:
-    assert doctor.criu_verdict("4.2.1").ok
-    assert doctor.criu_verdict("4.3").ok
-    old = doctor.criu_verdict("3.17.1")
+    assert verdicts.criu_verdict("4.2.1").ok
+    assert verdicts.criu_verdict("4.3").ok
+    old = verdicts.criu_verdict("3.17.1")
     assert not old.ok and old.fix and "4.2" in old.fix
-    assert not doctor.criu_verdict("").ok
+    assert not verdicts.criu_verdict("").ok
 
 
 def test_checkpoint_probe_answers() -> None:
-    assert doctor.probe_verdict(404, "pod does not exist\n").ok
-    kubelet = doctor.probe_verdict(
+    assert verdicts.probe_verdict(404, "pod does not exist\n").ok
+    kubelet = verdicts.probe_verdict(
         403,
         "Forbidden (user=kube-apiserver-kubelet-client, verb=create, resource=nodes, "
         "subresource(s)=[checkpoint])",
     )
     assert not kubelet.ok and kubelet.fix
     assert "--user=kube-apiserver-kubelet-client" in kubelet.fix and "nodes/checkpoint" in kubelet.fix
-    user = doctor.probe_verdict(
+    user = verdicts.probe_verdict(
         403, 'nodes "n1" is forbidden: User "alice" cannot create resource "nodes/proxy" in API group ""'
     )
     assert not user.ok and user.fix and "rbac" in user.fix
-    gate = doctor.probe_verdict(404, "404 page not found")
+    gate = verdicts.probe_verdict(404, "404 page not found")
     assert not gate.ok and gate.fix and "ContainerCheckpoint" in gate.fix
-    assert not doctor.probe_verdict(502, "dial tcp: i/o timeout").ok
+    assert not verdicts.probe_verdict(502, "dial tcp: i/o timeout").ok
 
 
 def test_checkpoint_failures_point_at_their_cause() -> None:
-    assert "CRIU >= 4.2" in doctor.checkpoint_fix(
+    assert "CRIU >= 4.2" in verdicts.checkpoint_fix(
         "rpc error: criu binary not found in shim path or system PATH"
     )
-    assert "CRIU >= 4.2" in doctor.checkpoint_fix("checkpoint/restore requires at least CRIU 31600")
-    assert "tcp-close" in doctor.checkpoint_fix("Connected TCP socket, consider using --tcp-established")
-    assert "logs" in doctor.checkpoint_fix("something else")
+    assert "CRIU >= 4.2" in verdicts.checkpoint_fix("checkpoint/restore requires at least CRIU 31600")
+    assert "tcp-close" in verdicts.checkpoint_fix("Connected TCP socket, consider using --tcp-established")
+    assert "logs" in verdicts.checkpoint_fix("something else")
 
 
 def test_rbac_list_is_install_s_user_roles() -> None:
-    perms = doctor.required_permissions()
+    perms = verdicts.required_permissions()
     assert len(perms) == len(set(perms))
     assert Permission("create", "", "nodes", "proxy") in perms  # the kubelet's checkpoint API
     assert Permission("patch", "", "pods", "status") in perms

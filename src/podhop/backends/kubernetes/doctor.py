@@ -31,7 +31,6 @@ failing ones are named. No check raises; bad input (no kubeconfig, unknown conte
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 import urllib.parse
@@ -44,213 +43,31 @@ from typing import Any
 from podhop.backends.kubernetes import agent as agents
 from podhop.backends.kubernetes import api, install, kubelet
 from podhop.backends.kubernetes.backend import KubernetesBackend
+from podhop.backends.kubernetes.verdicts import (
+    MIN_KUBERNETES,
+    Permission,
+    Verdict,
+    checkpoint_fix,
+    criu_verdict,
+    no,
+    ok,
+    probe_verdict,
+    required_permissions,
+    restore_verdict,
+    runtime_verdict,
+    server_verdict,
+    version_tuple,
+)
 from podhop.doctor import MIGRATION, Check
 from podhop.errors import NotFoundError, PodhopError
 
-MIN_KUBERNETES = (1, 30)
-MIN_CRIU = (4, 2)
-#: containerd lines that restore a checkpoint image in CreateContainer: from 2.1 (always on) through
-#: 2.3 (behind ``enable_experimental_restore_via_create``); 2.4 removed it.
-RESTORE_FROM, RESTORE_UNTIL = (2, 1), (2, 4)
 PROBE_LABEL = "podhop.io/doctor"
 PROBE_CONTAINER = "probe"
 ABSENT_POD = "podhop-doctor-absent"
 WORKERS = 4  # the client's connection pool holds 4 per host: more would only queue
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """One node's (or the cluster's) answer to one check."""
-
-    ok: bool
-    detail: str
-    fix: str | None = None
-
-
-def _ok(detail: str) -> Verdict:
-    return Verdict(True, detail)
-
-
-def _no(detail: str, fix: str) -> Verdict:
-    return Verdict(False, detail, fix)
-
-
-# --------------------------------------------------------------------------- pure verdicts
-
-
-def version_tuple(text: str) -> tuple[int, ...] | None:
-    """(major, minor[, patch]) of ``v1.30.2-eks-1552ad0``, ``containerd://2.3.7``, ``4.2.1``."""
-    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
-    if match is None:
-        return None
-    return tuple(int(g) for g in match.groups() if g is not None)
-
-
-def _dotted(v: tuple[int, ...]) -> str:
-    return ".".join(map(str, v))
-
-
-def server_verdict(git_version: str, where: str) -> Verdict:
-    v = version_tuple(git_version)
-    if v is None:
-        return _no(
-            f"unrecognised version {git_version!r} at {where}", "check that this is a Kubernetes API server"
-        )
-    if v[:2] < MIN_KUBERNETES:
-        return _no(
-            f"{git_version} at {where}: the kubelet's checkpoint API is on by default from 1.30",
-            "upgrade the cluster to Kubernetes >= 1.30 (eksctl upgrade cluster --version ...)",
-        )
-    return _ok(f"{git_version} at {where}")
-
-
-def runtime_verdict(runtime: str) -> Verdict:
-    """``nodeInfo.containerRuntimeVersion``: containerd 2.1–2.3, the lines that restore a checkpoint image."""
-    name, _, version = runtime.partition("://")
-    if name != "containerd":
-        return _no(
-            f"{runtime or 'no runtime reported'}: podhop's node agent drives containerd only",
-            "use nodes whose runtime is containerd 2.1–2.3 (EKS: Amazon Linux 2023 or Bottlerocket AMIs)",
-        )
-    v = version_tuple(version)
-    if v is None:
-        return _no(
-            f"containerd {version!r}: unrecognised version", "report the node's `containerd --version`"
-        )
-    if v[:2] < RESTORE_FROM:
-        return _no(
-            f"containerd {version}: cannot restore a checkpoint image (restore-via-create came in 2.1)",
-            "use nodes with containerd 2.1–2.3 (a newer AMI release)",
-        )
-    if v[:2] >= RESTORE_UNTIL:
-        return _no(
-            f"containerd {version}: restore-via-create was removed in 2.4",
-            "use nodes with containerd 2.1–2.3",
-        )
-    return _ok(f"containerd {version}")
-
-
-_RESTORE_FIX = (
-    'add to containerd\'s config `[plugins."io.containerd.cri.v1.runtime"] '
-    "enable_experimental_restore_via_create = true` and restart containerd "
-    "(examples/eks/cluster.yaml's NodeConfig does it at boot)"
-)
-
-
-def restore_verdict(info: dict[str, Any]) -> Verdict:
-    """The agent's ``GET /runtime``: containerd's version and its CRI plugin's settings."""
-    version = str(info.get("containerd") or "")
-    v = version_tuple(version)
-    cri = info.get("cri")
-    if not isinstance(cri, dict):
-        return _no(
-            f"containerd {version}: its CRI status cannot be read: {info.get('criError') or 'no answer'}",
-            "check containerd's CRI plugin on the node (crictl info)",
-        )
-    if cri.get("enableCRIU") is False:
-        return _no(
-            f"containerd {version}: enable_criu = false in its CRI config",
-            "remove `enable_criu = false` from containerd's config and restart containerd",
-        )
-    setting = cri.get("enableExperimentalRestoreViaCreate")
-    if setting is True:
-        return _ok(f"enable_experimental_restore_via_create = true (containerd {version})")
-    if setting is False:
-        return _no(f"containerd {version}: enable_experimental_restore_via_create is false", _RESTORE_FIX)
-    if v is not None and RESTORE_FROM <= v[:2] < (2, 3):
-        return _ok(f"built in (containerd {version} has no setting for it)")
-    return _no(
-        f"containerd {version}: no restore-via-create (it exists in containerd 2.1–2.3)",
-        "use nodes with containerd 2.1–2.3",
-    )
-
-
-def criu_verdict(version: str) -> Verdict:
-    v = version_tuple(version)
-    if v is None:
-        return _no(f"unrecognised CRIU version {version!r}", "run `criu --version` on the node")
-    if v[:2] < MIN_CRIU:
-        return _no(
-            f"CRIU {version}: podhop needs >= 4.2 (older ones fail on kernels >= 6.16)",
-            "install CRIU >= 4.2 on the nodes where containerd's runc finds it (examples/eks/cluster.yaml)",
-        )
-    return _ok(f"CRIU {version} (the dump's own log)")
-
-
-def probe_verdict(status: int, body: str) -> Verdict:
-    """The kubelet's answer to a checkpoint of a pod that does not exist."""
-    text = body.strip().replace("\n", " ")[:240]
-    if status == 404 and "pod does not exist" in text:
-        return _ok("answers and authorises (a probe for an absent pod: the kubelet's 'pod does not exist')")
-    if status == 403:
-        if "nodes/proxy" in text:
-            return _no(f"HTTP 403: {text}", "the user needs create on nodes/proxy (see the rbac line)")
-        user = re.search(r"user=([^,\s)]+)", text)
-        who = user[1] if user else "the API server's kubelet client"
-        return _no(
-            f"HTTP 403 from the kubelet: {text}",
-            f"grant nodes/checkpoint to {who} (kubernetes #126232): kubectl create clusterrole "
-            f"podhop-kubelet-checkpoint --verb=create --resource=nodes/checkpoint && kubectl create "
-            "clusterrolebinding podhop-kubelet-checkpoint --clusterrole=podhop-kubelet-checkpoint "
-            f"--user={who}",
-        )
-    if status == 404:
-        return _no(
-            f"HTTP 404: {text or 'no checkpoint route'}",
-            "the kubelet has no checkpoint API: enable its ContainerCheckpoint feature gate (on by default "
-            "from 1.30)",
-        )
-    return _no(f"HTTP {status}: {text}", "the API server could not reach the kubelet: see its message")
-
-
-def checkpoint_fix(message: str) -> str:
-    low = message.lower()
-    if "criu" in low and any(w in low for w in ("not found", "requires at least", "version", "no such file")):
-        return "install CRIU >= 4.2 where containerd's runc finds it (examples/eks/cluster.yaml builds it)"
-    if "tcp" in low and ("established" in low or "connected" in low):
-        return (
-            "give runc's CRIU tcp-close and skip-in-flight (/etc/criu/runc.conf: examples/eks/cluster.yaml)"
-        )
-    return "see the kubelet's and containerd's logs on the node (journalctl -u kubelet -u containerd)"
-
-
 # --------------------------------------------------------------------------- RBAC
-
-
-@dataclass(frozen=True)
-class Permission:
-    verb: str
-    group: str
-    resource: str
-    subresource: str = ""
-    namespace: str = ""
-    name: str = ""
-
-    def __str__(self) -> str:
-        res = self.resource + (f"/{self.subresource}" if self.subresource else "")
-        if self.group:
-            res += f".{self.group}"
-        if self.name:
-            res += f" {self.name}"
-        return f"{self.verb} {res}" + (f" in {self.namespace}" if self.namespace else "")
-
-
-def required_permissions() -> list[Permission]:
-    """Every permission of the user roles ``podhop kube manifests`` prints (the ClusterRole's
-    cluster-wide, the Role's in the agent's namespace)."""
-    out: list[Permission] = []
-    for doc in install.objects(install.user_rbac_yaml()):
-        if doc["kind"] not in ("ClusterRole", "Role"):
-            continue
-        namespace = doc["metadata"].get("namespace", "") if doc["kind"] == "Role" else ""
-        for rule in doc.get("rules") or []:
-            for group in rule.get("apiGroups") or [""]:
-                for full in rule["resources"]:
-                    resource, _, sub = full.partition("/")
-                    for name in rule.get("resourceNames") or [""]:
-                        for verb in rule["verbs"]:
-                            out.append(Permission(verb, group, resource, sub, namespace, name))
-    return out
 
 
 def _allowed(backend: KubernetesBackend, perm: Permission) -> bool:
@@ -279,8 +96,8 @@ def check_rbac(backend: KubernetesBackend) -> Verdict:
         allowed = list(pool.map(lambda p: _allowed(backend, p), perms))
     missing = [str(p) for p, ok in zip(perms, allowed, strict=True) if not ok]
     if not missing:
-        return _ok(f"all {len(perms)} permissions of {install.USER_ROLE} granted")
-    return _no(
+        return ok(f"all {len(perms)} permissions of {install.USER_ROLE} granted")
+    return no(
         f"missing {len(missing)} of {len(perms)}: {', '.join(missing)}",
         f"bind the {install.USER_ROLE} ClusterRole and Role to this user "
         f"(`podhop kube manifests` binds them to group {install.USER_GROUP})",
@@ -317,13 +134,13 @@ def _node_verdict(node: dict[str, Any]) -> Verdict:
     kubelet_version = str((status.get("nodeInfo") or {}).get("kubeletVersion") or "")
     v = version_tuple(kubelet_version)
     if not ready:
-        return _no(f"not Ready (kubelet {kubelet_version})", "see `kubectl describe node`")
+        return no(f"not Ready (kubelet {kubelet_version})", "see `kubectl describe node`")
     if v is None or v[:2] < MIN_KUBERNETES:
-        return _no(
+        return no(
             f"kubelet {kubelet_version}: no checkpoint API by default before 1.30",
             "upgrade the node group to Kubernetes >= 1.30",
         )
-    return _ok(f"Ready, kubelet {kubelet_version}")
+    return ok(f"Ready, kubelet {kubelet_version}")
 
 
 def _install_fix(kubeconfig: Path) -> str:
@@ -392,7 +209,7 @@ class _Prober:
                 self.backend, node, self.namespace, ABSENT_POD, PROBE_CONTAINER, 10
             )
         except PodhopError as exc:
-            return _no(str(exc), exc.hint or "is the cluster up?")
+            return no(str(exc), exc.hint or "is the cluster up?")
         return probe_verdict(status, raw.decode(errors="replace"))
 
     def dump(
@@ -400,7 +217,7 @@ class _Prober:
     ) -> tuple[Verdict, Verdict]:
         """(checkpoint, criu) of one node's throwaway pod; the pod and its archive are removed."""
         if agent is None or image is None:
-            skipped = _no("not run: no Ready agent on the node to read and remove the archive", "")
+            skipped = no("not run: no Ready agent on the node to read and remove the archive", "")
             return skipped, skipped
         name = f"podhop-doctor-{self.run}-{index}"
         archives: list[str] = []
@@ -408,15 +225,15 @@ class _Prober:
             checkpoint, criu = self._dump(node, name, agent, image, archives)
         except PodhopError as exc:
             message = str(exc)
-            checkpoint = _no(message, exc.hint or checkpoint_fix(message))
-            criu = _no("not known: the dump failed", checkpoint_fix(message))
+            checkpoint = no(message, exc.hint or checkpoint_fix(message))
+            criu = no("not known: the dump failed", checkpoint_fix(message))
         finally:
             self._delete(name)
         for archive in archives:
             try:
                 agent.request("DELETE", f"checkpoints/{urllib.parse.quote(archive, safe='')}", timeout=30)
             except PodhopError as exc:
-                checkpoint = _no(
+                checkpoint = no(
                     f"the throwaway pod's archive {archive} is left on the node: {exc}",
                     "delete it from the kubelet's checkpoint directory (/var/lib/kubelet/checkpoints)",
                 )
@@ -438,9 +255,9 @@ class _Prober:
         text = raw.decode(errors="replace").strip()
         if status >= 400:
             fix = checkpoint_fix(text)
-            return _no(f"HTTP {status}: {text[:300]}", fix), _no("not known: the dump failed", fix)
+            return no(f"HTTP {status}: {text[:300]}", fix), no("not known: the dump failed", fix)
         archives += [Path(p).name for p in kubelet.archive_paths(f"checkpoint of {name}", raw)]
-        dumped = _ok("a throwaway pod dumped through the kubelet's API")
+        dumped = ok("a throwaway pod dumped through the kubelet's API")
         try:
             found = agent.request(
                 "GET", f"checkpoints/{urllib.parse.quote(archives[0], safe='')}/criu", timeout=30
@@ -449,7 +266,7 @@ class _Prober:
             fix = "see the agent's log (kubectl -n podhop-system logs)"
             if "no such endpoint" in str(exc):
                 fix = "reinstall the agent: this one cannot read a dump's log (podhop kube install)"
-            return dumped, _no(str(exc), fix)
+            return dumped, no(str(exc), fix)
         return dumped, criu_verdict(str(found.get("criu") or ""))
 
     def _wait_running(self, name: str) -> None:
@@ -544,22 +361,22 @@ def _agent_verdict(a: agents.Agent) -> Verdict:
     try:
         health = a.request("GET", "healthz", timeout=15)
     except PodhopError as exc:
-        return _no(
+        return no(
             f"not answering through the pod proxy: {exc}",
             f"the API server must reach TCP {agents.PORT} on the node's address (docs/eks.md)",
         )
-    return _ok(f"Ready and answering (containerd {health.get('containerd')})")
+    return ok(f"Ready and answering (containerd {health.get('containerd')})")
 
 
 def _restore(a: agents.Agent) -> Verdict:
     try:
         info = a.request("GET", "runtime", timeout=15)
     except agents.AgentNotFound:
-        return _no(
+        return no(
             "the agent has no runtime endpoint (an older agent)", "reinstall the agent: podhop kube install"
         )
     except PodhopError as exc:
-        return _no(f"the agent could not tell: {exc}", "see the agent's log (kubectl -n podhop-system logs)")
+        return no(f"the agent could not tell: {exc}", "see the agent's log (kubectl -n podhop-system logs)")
     return restore_verdict(info)
 
 
@@ -586,7 +403,7 @@ def run_checks(
         server = backend.api.configuration.host
         add("api server", server_verdict(str(code.git_version), f"{server} ({backend.name})"))
     except PodhopError as exc:
-        add("api server", _no(str(exc), exc.hint or "check the kubeconfig's server and credentials"))
+        add("api server", no(str(exc), exc.hint or "check the kubeconfig's server and credentials"))
         return checks  # nothing else can answer
     progress("rbac")
     add("rbac", _guard(lambda: check_rbac(backend)))
@@ -595,7 +412,7 @@ def run_checks(
     try:
         nodes = backend._nodes_raw()
     except PodhopError as exc:
-        add("nodes", _no(str(exc), exc.hint or "the user needs list on nodes (see the rbac line)"))
+        add("nodes", no(str(exc), exc.hint or "the user needs list on nodes (see the rbac line)"))
         return checks
     names = [n["metadata"]["name"] for n in nodes]
     checks.append(aggregate("nodes", {n["metadata"]["name"]: _node_verdict(n) for n in nodes}))
@@ -614,7 +431,7 @@ def run_checks(
     progress("agents")
     install_fix = _install_fix(kubeconfig)
     ready, image, why = _agents_with_image(backend)
-    missing = _no(f"no Ready agent ({why})" if why else "no Ready agent", install_fix)
+    missing = no(f"no Ready agent ({why})" if why else "no Ready agent", install_fix)
     prober = _Prober(backend, namespace, timeout)
     index = {n: i for i, n in enumerate(names, 1)}
     with ThreadPoolExecutor(WORKERS) as pool:
@@ -642,7 +459,7 @@ def run_checks(
 
 
 def _skipped(fix: str) -> Verdict:
-    return _no("not known: no agent answering on the node", fix)
+    return no("not known: no agent answering on the node", fix)
 
 
 def _fill(v: Verdict, fix: str) -> Verdict:
@@ -653,4 +470,4 @@ def _guard(probe: Callable[[], Verdict]) -> Verdict:
     try:
         return probe()
     except PodhopError as exc:
-        return _no(str(exc), exc.hint or "see the message")
+        return no(str(exc), exc.hint or "see the message")
