@@ -246,10 +246,11 @@ class LocalMigration:
         """The source is removed (a frozen one killed without running again), and the checkpoint files."""
         warnings = self._stop_sources(0.0)
         podops.delete_sandbox(self.cluster, self.pod)
-        try:  # connections still translated to the source's address would lead into nowhere
-            svcops.forget_endpoint(self.cluster, self.pod.ip)
-        except PodhopError as exc:
-            warnings.append(f"forgetting the source's connections: {exc}")
+        if self.plan.strategy is not Strategy.COLD:  # cold forgot them at its switch already
+            try:  # connections still translated to the source's address would lead into nowhere
+                svcops.forget_endpoint(self.cluster, self.pod.ip)
+            except PodhopError as exc:
+                warnings.append(f"forgetting the source's connections: {exc}")
         for mv in self.moves:
             mv.image_bytes = criu.dir_bytes(mv.dst.images)
             carry.release_images(mv)
