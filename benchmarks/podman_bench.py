@@ -105,7 +105,11 @@ def podman_round(archive: Path, probed: bool) -> dict[str, Any]:
             return {"ok": False, "error": _reason(out.stderr)}
         checkpointed = time.monotonic()
         podman("rm", "-f", "-t", "0", NAME)
-        podman("container", "restore", "--import", str(archive), "--name", NAME, timeout=300)
+        out = podman(
+            "container", "restore", "--import", str(archive), "--name", NAME, check=False, timeout=300
+        )
+        if out.returncode != 0:  # Podman's failure is a result too (seen once: runc's readlink race)
+            return {"ok": False, "error": "restore: " + " ".join(out.stderr.split())[-200:]}
         restored = time.monotonic()
         ip = container_ip()
         serving = wait_serving(ip)
@@ -177,6 +181,8 @@ def main() -> int:
             if not probed["ok"]:
                 restart_podman_container()  # a failed checkpoint leaves it running (or not): start clean
             idle = podman_round(work / "idle.tar.zst", probed=False)
+            if not idle["ok"]:
+                restart_podman_container()
             row = {
                 "round": i + 1,
                 "podhop_cold_downtime_ms": report["downtime_ms"],
@@ -223,7 +229,9 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "podman_idle_until_serving_ms": med_idle,
             "podman_probed_downtime_ms": _median(probed),
             "podman_probed_failures": len(rounds) - len(probed_ok),
+            "podman_idle_failures": len(rounds) - len(idle),
         },
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "ratio_podhop_to_podman_idle": ratio,
         "targets": [
             {

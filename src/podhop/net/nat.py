@@ -42,10 +42,12 @@ remap every connection.
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from podhop import sh
+from podhop.errors import CommandError
 
 MASQ_MARK = "0x4000/0x4000"
 
@@ -208,6 +210,44 @@ def sync(
         ensure_addresses(sources)
     text = render(prefix, rules, our_chains(prefix, netns), sources)
     sh.run(_in(netns, ["iptables-restore", "-w", "--noflush"]), input=text)
+
+
+class PreparedRestore:
+    """An ``iptables-restore --noflush`` started ahead of time that applies one transaction later.
+
+    iptables-nft commits each table at its ``COMMIT`` line, so the process can wait on its input
+    until the moment the rules must change: the change then costs the commit alone (~1 ms here)
+    instead of a process start and two listings (``our_chains``, ~10 ms). Used where a migration's
+    traffic enters (the host) at its switch; the regular :func:`sync` follows to tidy up.
+    """
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.argv = _in(netns, ["iptables-restore", "-w", "--noflush"])
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def apply(self, prefix: str, rules: list[ServiceRule], sources: HostSources | None = None) -> None:
+        """Make our chains carry ``rules`` (chains no longer used stay until the next :func:`sync`)."""
+        assert self.proc.stdin is not None and self.proc.stderr is not None
+        try:
+            self.proc.stdin.write(render(prefix, rules, {}, sources))
+            self.proc.stdin.close()
+        except OSError as exc:
+            raise CommandError(self.argv, -1, f"iptables-restore is gone: {exc}") from exc
+        err = self.proc.stderr.read()
+        if self.proc.wait(timeout=30) != 0:
+            raise CommandError(self.argv, self.proc.returncode, err)
+
+    def close(self) -> None:
+        """Not needed after all: the process ends without changing anything."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 def forget_connections(address: str, netns: str | None = None) -> None:

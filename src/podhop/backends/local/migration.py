@@ -35,6 +35,7 @@ from podhop.backends.local.cluster import LocalCluster
 from podhop.errors import PodhopError
 from podhop.migrate.plan import MigrationPlan, Options, Strategy
 from podhop.migrate.report import MoveFigures
+from podhop.net import nat
 from podhop.runtime import cgroups, criu
 from podhop.store import PodRecord
 
@@ -84,6 +85,7 @@ class LocalMigration:
             )
         self.transfers: list[carry.Transfer] = []
         self.lazy_ports: list[int] = []
+        self.host_switch: nat.PreparedRestore | None = None  # cold, post-copy: the host's rules, ready
 
     # ---------------------------------------------------------------- what the engine reads
 
@@ -138,11 +140,15 @@ class LocalMigration:
         # Last undo to run: whatever endpoint overrides this migration made go, in one sync.
         undo.callback(svcops.clear_overrides, cluster, f"{self.id}/both", f"{self.id}/detach")
         self.transfers = [carry.start_transfer(mv, deadline("prepare"), undo) for mv in self.moves]
+        if self.plan.strategy is not Strategy.CLONE:  # the switch ends (cold) or precedes the downtime
+            self.host_switch = nat.PreparedRestore()
+            undo.callback(self.host_switch.close)
         for mv in self.moves:
             memory = self._memory(mv)
             if memory is not None:  # unknown: the images stay on the node's disk
                 carry.images_in_memory(mv, memory, undo)
             steps.prestart_monitor(mv, undo)
+            steps.configure_target(mv, cluster, self.new)
             steps.secure_links(mv, undo)
             # Pages stream to a page server while CRIU dumps only for much memory: CRIU's client
             # corks its socket, and its closing hand-shake then waits out the kernel's 200 ms cork
@@ -210,6 +216,8 @@ class LocalMigration:
             svcops.set_override(cluster, f"{self.id}/both", add=(self.new,))  # both serve for a moment
         cluster.store.put_pod(self.new)
         undo.callback(cluster.store.put_pod, self.pod)
+        if self.host_switch is not None:  # where the traffic enters first; then everywhere
+            svcops.switch_host(cluster, self.host_switch)
         svcops.clear_overrides(cluster, f"{self.id}/both", f"{self.id}/detach")
         self.current_ip = self.new.ip
         if self.plan.strategy is Strategy.COLD:  # the source is frozen for good: its connections are lost

@@ -28,7 +28,7 @@ from podhop.backends.local.cluster import LocalCluster
 from podhop.errors import CommandError
 from podhop.migrate.plan import MigrationError
 from podhop.net import nat, netns
-from podhop.runtime import cgroups, criu, monitor, mounts, oci
+from podhop.runtime import cgroups, criu, dump, monitor, mounts, oci
 from podhop.runtime.images import resolve
 from podhop.store import ContainerRecord, NodeRecord, PodRecord
 
@@ -66,6 +66,8 @@ class ContainerMove:
     page_server_port: int = 0  # where CRIU's page server listens (target; source for post-copy)
     tls: criu.Tls | None = None  # this migration's key and certificate for CRIU's connections
     monitor: monitor.Pending | None = None  # the restored container's monitor, started in prepare
+    configured: bool = False  # the target's OCI config is written (in prepare, off the critical path)
+    join_cgroup: str | None = None  # the cgroup runc must restore from (see :func:`runc_restore`)
 
 
 #: CRIU options for dumps (runc passes this file via the ``org.criu.config`` annotation):
@@ -205,10 +207,8 @@ def dump_leave_running(
     dumps; without one, every image lands in the source's images directory and crosses the link
     with the rest of the checkpoint (:func:`start_transfer`)."""
     undo.callback(resume_source, cluster, move.source, pod)  # thaw; remove any CRIU network lock
-    argv = _checkpoint_argv(cluster, move)  # also makes the directories the page server needs
-    argv[-1:-1] = ["--leave-running"]
-    if move.page_server is not None:
-        argv[-1:-1] = ["--page-server", f"{move.dst.node.ip}:{move.page_server_port}"]
+    server = (move.dst.node.ip, move.page_server_port) if move.page_server is not None else None
+    argv = _checkpoint_argv(cluster, move, leave_running=True, page_server=server)
     try:
         run_group(argv, timeout)
         if move.page_server is not None:
@@ -226,8 +226,18 @@ def dump_leave_running(
     move.stats = criu.read_stats(move.src.work / "stats-dump")
 
 
-def _checkpoint_argv(cluster: LocalCluster, move: ContainerMove, *extra: str) -> list[str]:
-    """``runc checkpoint`` of the source container into its images dir, run in the source node's namespace.
+def _checkpoint_argv(
+    cluster: LocalCluster,
+    move: ContainerMove,
+    *,
+    leave_running: bool = False,
+    page_server: tuple[str, int] | None = None,
+    lazy: bool = False,
+    status_fd: int | None = None,
+) -> list[str]:
+    """The checkpoint of the source container into its images dir, run in the source node's namespace:
+    CRIU driven directly as runc would drive it (:mod:`podhop.runtime.dump`), or ``runc checkpoint``
+    for a container only runc can describe.
 
     Also makes the directories both sides need and sets the dump's CRIU options.
     """
@@ -235,16 +245,34 @@ def _checkpoint_argv(cluster: LocalCluster, move: ContainerMove, *extra: str) ->
         d.mkdir(parents=True, exist_ok=True)
     tls = move.tls.config_lines() if move.tls else ""
     Path(move.source.bundle, "criu.conf").write_text(DUMP_CONFIG + tls)
-    argv = cluster.runc.argv(
-        "checkpoint",
-        "--image-path",
-        str(move.src.images),
-        "--work-path",
-        str(move.src.work),
-        "--tcp-established",
-        *extra,
-        move.source.runtime_id,
-    )
+    wrapper = cluster.runc.criu
+    # A lazy dump stays with runc: driven directly, CRIU's lazy dump failed here ("Unable to detach
+    # from PID: No such process") where runc's works.
+    direct = wrapper is not None and not lazy
+    plan = dump.load(cluster.runc.root, move.source.runtime_id) if direct else None
+    if plan is not None and wrapper is not None:
+        plan.write_descriptors(move.src.images)
+        argv = plan.argv(
+            wrapper,
+            move.src.images,
+            move.src.work,
+            leave_running=leave_running,
+            page_server=page_server,
+        )
+    else:
+        argv = cluster.runc.argv(
+            "checkpoint",
+            "--image-path",
+            str(move.src.images),
+            "--work-path",
+            str(move.src.work),
+            "--tcp-established",
+            *(["--leave-running"] if leave_running else []),
+            *(["--page-server", f"{page_server[0]}:{page_server[1]}"] if page_server else []),
+            *(["--lazy-pages"] if lazy else []),
+            *(["--status-fd", str(status_fd)] if status_fd is not None else []),
+            move.source.runtime_id,
+        )
     return criu.in_netns(move.src.netns_path, argv)
 
 
@@ -259,13 +287,7 @@ def lazy_dump(
     undo.callback(nat.guard_port(move.src.node.netns, move.src.node.ip, port, move.dst.node.ip))
     read_fd, write_fd = os.pipe()
     argv = _checkpoint_argv(
-        cluster,
-        move,
-        "--lazy-pages",
-        "--page-server",
-        f"{move.src.node.ip}:{port}",
-        "--status-fd",
-        str(write_fd),
+        cluster, move, page_server=(move.src.node.ip, port), lazy=True, status_fd=write_fd
     )
     try:
         proc = subprocess.Popen(
@@ -310,6 +332,13 @@ def prestart_monitor(move: ContainerMove, undo: ExitStack) -> None:
     """Start the restored container's monitor now, so that its start-up is not part of the restore."""
     move.monitor = monitor.prestart(Path(move.target.log), Path(move.target.exit_file))
     undo.callback(move.monitor.cancel)
+
+
+def configure_target(move: ContainerMove, cluster: LocalCluster, new_pod: PodRecord) -> None:
+    """Write the restored container's OCI config ahead of the freeze: it depends on the pod spec and
+    the target's sandbox only (building it imports pydantic and reads the image: ~10 ms)."""
+    move.join_cgroup = write_config(cluster, move.target, new_pod)
+    move.configured = True
 
 
 def mount_rootfs(cluster: LocalCluster, tc: ContainerRecord, new_pod: PodRecord, undo: ExitStack) -> Path:
@@ -392,11 +421,21 @@ def restore(
     """Restore the container on the target from the transferred images, under a new monitor."""
     tc = move.target
     mount_rootfs(cluster, tc, new_pod, undo)
-    join = write_config(cluster, tc, new_pod)
+    if not move.configured:
+        configure_target(move, cluster, new_pod)
     if Path(move.source.log).exists():
         shutil.copyfile(move.source.log, tc.log)
     runc_restore(
-        cluster, tc, move.dst.images, move.dst.work, new_pod.node, undo, timeout, lazy, join, move.monitor
+        cluster,
+        tc,
+        move.dst.images,
+        move.dst.work,
+        new_pod.node,
+        undo,
+        timeout,
+        lazy,
+        move.join_cgroup,
+        move.monitor,
     )
 
 

@@ -115,15 +115,28 @@ def rules(cluster: LocalCluster) -> list[nat.ServiceRule]:
     return out
 
 
+def _host_sources(cluster: LocalCluster) -> nat.HostSources:
+    lay = cluster.layout
+    return nat.HostSources(lay.bridge, lay.service_source_ip, lay.loopback_source_ip)
+
+
+def switch_host(cluster: LocalCluster, prepared: nat.PreparedRestore) -> None:
+    """Apply the current state's rules on the host alone, with an ``iptables-restore`` started ahead
+    (:class:`~podhop.net.nat.PreparedRestore`): where outside traffic enters, at once. A full
+    :func:`sync` must follow (the nodes, and chains no longer used)."""
+    lock = cluster.store.lock_path(f"{cluster.name}.services")
+    with locks.hold(lock, f"the services of cluster {cluster.name}"):
+        prepared.apply(cluster.layout.chain_prefix, rules(cluster), _host_sources(cluster))
+
+
 def sync(cluster: LocalCluster) -> None:
     """Rewrite the cluster's service rules, on the host and on every node, from the current state
     (pods and endpoint overrides). Syncs of one cluster take turns, across threads and processes."""
     lock = cluster.store.lock_path(f"{cluster.name}.services")
     with locks.hold(lock, f"the services of cluster {cluster.name}"):
         current = rules(cluster)
-        lay = cluster.layout
-        prefix = lay.chain_prefix
-        host = nat.HostSources(lay.bridge, lay.service_source_ip, lay.loopback_source_ip)
+        prefix = cluster.layout.chain_prefix
+        host = _host_sources(cluster)
         nodes = [n.netns for n in cluster.nodes()]
         with ThreadPoolExecutor(max_workers=8) as pool:  # one iptables-restore per namespace
             # The host first, on its own: it is where outside traffic (LoadBalancer, the host's

@@ -46,6 +46,11 @@ SECRET_BYTES = 32
 #: How long a connection may take to present the secret before it is dropped.
 HELLO_TIMEOUT_S = 5.0
 TAR_FLAGS = ["--xattrs", "--xattrs-include=trusted.*", "--xattrs-include=user.*", "--numeric-owner"]
+#: 64 KiB records instead of tar's 10 KiB: a few MB of images cross a veth in half the time (measured
+#: over loopback: 7.4 MB in two archives, 16-20 ms with the sender alone on 64 KiB, 8 ms with both);
+#: the receiver reads full records (``-B``) since a socket returns what has arrived.
+RECORD = ["--blocking-factor=128"]
+UNTAR = ["tar", *TAR_FLAGS, *RECORD, "--read-full-records"]
 
 
 def _read_exact(conn: socket.socket, n: int) -> bytes:
@@ -87,7 +92,7 @@ def receive(address: str, port: int, dest: str, timeout: float, peer: str, secre
         conn.settimeout(None)
         # tar reads the connection itself (no copy through this process); --totals counts the bytes.
         untar = subprocess.Popen(
-            ["tar", *TAR_FLAGS, "--ignore-zeros", "--totals", "-C", dest, "-xpf", "-"],
+            [*UNTAR, "--ignore-zeros", "--totals", "-C", dest, "-xpf", "-"],
             stdin=conn.fileno(),
             stderr=subprocess.PIPE,
             text=True,
@@ -144,7 +149,7 @@ def send(address: str, port: int, sources: str, timeout: float, secret: bytes) -
             rename = f"--transform=s,^\\.,{name},"
             # tar writes into the connection itself: no copy through this process.
             tar = subprocess.run(
-                ["tar", *TAR_FLAGS, "--totals", rename, "-C", src, "-cf", "-", "."],
+                ["tar", *TAR_FLAGS, *RECORD, "--totals", rename, "-C", src, "-cf", "-", "."],
                 stdout=conn.fileno(),
                 stderr=subprocess.PIPE,
                 text=True,
@@ -169,7 +174,8 @@ def main(argv: list[str]) -> int:
     else:
         total = send(address, port, path, timeout, secret)
     print(json.dumps({"bytes": total}), flush=True)
-    return 0
+    # The migration waits for this process to end: skip the interpreter's teardown (~10 ms here).
+    os._exit(0)
 
 
 if __name__ == "__main__":
