@@ -113,3 +113,51 @@ def sysctl(netns: str | None, key: str, value: str) -> None:
         Path(path).write_text(value)
     else:
         sh.run(["ip", "netns", "exec", netns, "sh", "-c", f"echo {value} > {path}"])
+
+
+
+#: TCP states (as ``ss`` names them) in which a server may still owe its client an answer.
+_OPEN = ("established", "close-wait")
+_CLOSING = ("fin-wait-1", "closing", "last-ack")
+
+
+def unanswered_connections(pid: int) -> int | None:
+    """Connections of ``pid``'s network namespace that may still carry an answer; ``None`` when
+    the namespace cannot be read.
+
+    Owing: an open connection whose client has sent something (a request, perhaps not answered yet)
+    or with bytes queued, and a closing one with bytes not yet acknowledged. Not owing: one whose
+    client never sent a byte — a Go client (hey) keeps spare connections it dialled and never used,
+    which NGINX's graceful stop leaves open (measured: held a drain for 5-8 s, until the client
+    quit) — and one that has sent everything and its FIN (a lingering close)."""
+    states = [w for s in (*_OPEN, *_CLOSING) for w in ("state", s)]
+    out = sh.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ss", "-Htin", *states], check=False)
+    if out.returncode != 0:
+        return None
+    return sum(1 for conn in parse_ss(out.stdout) if owes_answer(conn))
+
+
+def parse_ss(text: str) -> list[dict[str, str]]:
+    """``ss -Htin``'s connections: ``state``, ``recv_q``, ``send_q`` and the ``key:value`` fields
+    of the line that follows each (``bytes_received``, ...)."""
+    conns: list[dict[str, str]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line[0].isspace() and conns:
+            pairs = (f.partition(":") for f in line.split() if ":" in f and not f.startswith("("))
+            conns[-1].update((key, value) for key, _, value in pairs)
+            continue
+        fields = line.split()
+        if len(fields) >= 3:
+            conns.append({"state": fields[0].lower(), "recv_q": fields[1], "send_q": fields[2]})
+    return conns
+
+
+def owes_answer(conn: dict[str, str]) -> bool:
+    """Whether a connection (from :func:`parse_ss`) may still carry an answer (see
+    :func:`unanswered_connections`)."""
+    queued = int(conn.get("recv_q", "0")) > 0 or int(conn.get("send_q", "0")) > 0
+    if conn["state"].startswith(("estab", "close-wait")):
+        return queued or int(conn.get("bytes_received", "0") or 0) > 0
+    return int(conn.get("send_q", "0")) > 0

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
@@ -288,13 +289,19 @@ def _start_container(
     return record
 
 
-def stop_container(cluster: LocalCluster, ctr: ContainerRecord, grace_s: float) -> None:
+def stop_container(
+    cluster: LocalCluster, ctr: ContainerRecord, grace_s: float, done: Callable[[int], bool] | None = None
+) -> None:
+    """Stop a container: its stop signal, up to ``grace_s`` to exit (or until ``done(pid)`` says it
+    owes nobody anything any more), then SIGKILL and delete."""
     runc = cluster.runc
     if grace_s > 0 and runc.state(ctr.runtime_id) is not None:
         runc.kill(ctr.runtime_id, stop_signal(ctr))
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and container_pid(ctr) is not None:
-            time.sleep(0.05)
+        while time.monotonic() < deadline and (pid := container_pid(ctr)) is not None:
+            if done is not None and done(pid):
+                break
+            time.sleep(0.02)
     runc.kill(ctr.runtime_id, "KILL", all_processes=True)
     runc.delete(ctr.runtime_id, force=True)
     if ctr.monitor_pid:
