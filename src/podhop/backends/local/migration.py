@@ -35,7 +35,7 @@ from podhop.backends.local.cluster import LocalCluster
 from podhop.errors import PodhopError
 from podhop.migrate.plan import MigrationPlan, Options, Strategy
 from podhop.migrate.report import MoveFigures
-from podhop.net import nat, netns
+from podhop.net import netns
 from podhop.runtime import cgroups, criu
 from podhop.store import PodRecord
 
@@ -85,7 +85,7 @@ class LocalMigration:
             )
         self.transfers: list[carry.Transfer] = []
         self.lazy_ports: list[int] = []
-        self.host_switch: nat.PreparedRestore | None = None  # cold, post-copy: the host's rules, ready
+        self.prepared: svcops.PreparedSwitch | None = None  # cold, post-copy: the switch, ready
 
     # ---------------------------------------------------------------- what the engine reads
 
@@ -140,9 +140,9 @@ class LocalMigration:
         # Last undo to run: whatever endpoint overrides this migration made go, in one sync.
         undo.callback(svcops.clear_overrides, cluster, f"{self.id}/both", f"{self.id}/detach")
         self.transfers = [carry.start_transfer(mv, deadline("prepare"), undo) for mv in self.moves]
-        if self.plan.strategy is not Strategy.CLONE:  # the switch ends (cold) or precedes the downtime
-            self.host_switch = nat.PreparedRestore()
-            undo.callback(self.host_switch.close)
+        if self.plan.strategy is not Strategy.CLONE:  # its switch ends (cold) or is in the downtime
+            self.prepared = svcops.PreparedSwitch.start(cluster)
+            undo.callback(self.prepared.close)
         for mv in self.moves:
             memory = self._memory(mv)
             if memory is not None:  # unknown: the images stay on the node's disk
@@ -216,9 +216,10 @@ class LocalMigration:
             svcops.set_override(cluster, f"{self.id}/both", add=(self.new,))  # both serve for a moment
         cluster.store.put_pod(self.new)
         undo.callback(cluster.store.put_pod, self.pod)
-        if self.host_switch is not None:  # where the traffic enters first; then everywhere
-            svcops.switch_host(cluster, self.host_switch)
-        svcops.clear_overrides(cluster, f"{self.id}/both", f"{self.id}/detach")
+        if self.prepared is not None:  # no overrides of its own; the source's chains go at cleanup
+            svcops.switch_prepared(cluster, self.prepared)
+        else:
+            svcops.clear_overrides(cluster, f"{self.id}/both", f"{self.id}/detach")
         self.current_ip = self.new.ip
         if self.plan.strategy is Strategy.COLD:  # the source is frozen for good: its connections are lost
             svcops.forget_endpoint(cluster, self.pod.ip)
@@ -254,6 +255,8 @@ class LocalMigration:
         """The source is removed (a frozen one killed without running again), and the checkpoint files."""
         warnings = self._stop_sources(0.0)
         podops.delete_sandbox(self.cluster, self.pod)
+        if self.prepared is not None:  # the prepared switch left the source's chains behind
+            svcops.sync(self.cluster)
         if self.plan.strategy is not Strategy.COLD:  # cold forgot them at its switch already
             try:  # connections still translated to the source's address would lead into nowhere
                 svcops.forget_endpoint(self.cluster, self.pod.ip)

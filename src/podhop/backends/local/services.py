@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from podhop import locks
 from podhop.backends.local.cluster import LocalCluster
@@ -120,13 +121,34 @@ def _host_sources(cluster: LocalCluster) -> nat.HostSources:
     return nat.HostSources(lay.bridge, lay.service_source_ip, lay.loopback_source_ip)
 
 
-def switch_host(cluster: LocalCluster, prepared: nat.PreparedRestore) -> None:
-    """Apply the current state's rules on the host alone, with an ``iptables-restore`` started ahead
-    (:class:`~podhop.net.nat.PreparedRestore`): where outside traffic enters, at once. A full
-    :func:`sync` must follow (the nodes, and chains no longer used)."""
+@dataclass
+class PreparedSwitch:
+    """One ``iptables-restore`` per place the rules live (the host, each node), started ahead of a
+    switch (:class:`~podhop.net.nat.PreparedRestore`) so that applying it costs the commits alone."""
+
+    host: nat.PreparedRestore
+    nodes: list[nat.PreparedRestore]
+
+    @classmethod
+    def start(cls, cluster: LocalCluster) -> PreparedSwitch:
+        return cls(nat.PreparedRestore(), [nat.PreparedRestore(n.netns) for n in cluster.nodes()])
+
+    def close(self) -> None:
+        for prepared in (self.host, *self.nodes):
+            prepared.close()
+
+
+def switch_prepared(cluster: LocalCluster, prepared: PreparedSwitch) -> None:
+    """Apply the current state's rules with a :class:`PreparedSwitch`: on the host first (where
+    outside traffic enters), then on every node at once. Chains no longer used stay until the
+    next :func:`sync`."""
     lock = cluster.store.lock_path(f"{cluster.name}.services")
+    prefix = cluster.layout.chain_prefix
     with locks.hold(lock, f"the services of cluster {cluster.name}"):
-        prepared.apply(cluster.layout.chain_prefix, rules(cluster), _host_sources(cluster))
+        current = rules(cluster)
+        prepared.host.apply(prefix, current, _host_sources(cluster))
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda node: node.apply(prefix, current), prepared.nodes))
 
 
 def sync(cluster: LocalCluster) -> None:
