@@ -154,3 +154,20 @@ def test_default_strategy_runs_on_this_kernel() -> None:
     assert DEFAULT_STRATEGY in {"cold", "postcopy"}
     assert DEFAULT_STRATEGY in {s.value for s in EngineStrategy}
     assert MigrationCostModel().predict(10 * MIB) == MigrationCostModel().predict(10 * MIB, None, "cold")
+
+
+def test_a_feature_the_samples_do_not_vary_keeps_its_prior() -> None:
+    """Every sample moves 3.8 MiB over different links: the per-MiB cost cannot be told from the
+    fixed one, so it stays the prior's; a clone's downtime never grows with the bytes."""
+    prior = MigrationCostModel.priors()
+    links = ((120.0, None), (150.0, 1e9), (440.0, 1e8))
+    samples = [Sample("cold", 3.8 * MIB, d, 2 * d, bw) for d, bw in links]
+    samples += [Sample("clone", 3.8 * MIB, d, 400.0, bw) for d, bw in ((5.0, None), (5.0, 1e9), (36.0, 1e8))]
+    model = fit(samples).model
+    assert model.cost("cold").downtime.per_mib_ms == prior.cost("cold").downtime.per_mib_ms
+    assert model.cost("cold").downtime.per_wire > 0  # the link's share is seen
+    clone = model.cost("clone").downtime
+    assert (clone.per_wire, clone.per_mib_ms) == (
+        prior.cost("clone").downtime.per_wire,
+        prior.cost("clone").downtime.per_mib_ms,
+    )

@@ -168,6 +168,30 @@ def _solve(x: F64, y: F64, prior: F64) -> F64:
     return best[1]
 
 
+#: Coefficients the physics fixes, kept at the prior's value whatever the samples say: a clone's
+#: source serves while its copy crosses the link, so its downtime does not grow with the bytes
+#: (1: per wire millisecond, 2: per MiB).
+STRUCTURAL: dict[tuple[str, str], tuple[int, ...]] = {("clone", "downtime"): (1, 2)}
+
+
+def _solve_identifiable(x: F64, y: F64, prior: F64, fixed: tuple[int, ...] = ()) -> F64:
+    """:func:`_solve` for the coefficients the samples can tell apart: a feature that hardly varies
+    across them (every clone in the benchmark moves the same few MiB of NGINX) is the intercept
+    in disguise, so its coefficient keeps the prior's value (as do ``fixed`` ones) and the rest is
+    fitted around it."""
+    spread = [j for j in (1, 2) if np.ptp(x[:, j]) <= 0.1 * max(float(np.max(np.abs(x[:, j]))), 1e-9)]
+    keep = sorted({*spread, *fixed})
+    if not keep:
+        return _solve(x, y, prior)
+    free = [j for j in range(3) if j not in keep]
+    y_rest = y - x[:, keep] @ prior[keep]
+    beta = prior.copy()
+    pad = 3 - len(free)  # _solve takes three columns: unused ones are zero (and stay zero)
+    sub = _solve(np.pad(x[:, free], ((0, 0), (0, pad))), y_rest, np.pad(prior[free], (0, pad)))
+    beta[free] = sub[: len(free)]
+    return beta
+
+
 def _rmse(x: F64, y: F64, beta: F64) -> float:
     return round(float(np.sqrt(np.mean((x @ beta - y) ** 2))), 3)
 
@@ -199,7 +223,7 @@ def fit(samples: Sequence[Sample], base: MigrationCostModel | None = None) -> Fi
                 continue
             x = np.array([[1.0, wire, mib] for (wire, mib), _ in rows])
             y = np.array([value for _, value in rows])
-            beta = _solve(x, y, coeffs.as_array())
+            beta = _solve_identifiable(x, y, coeffs.as_array(), STRUCTURAL.get((strategy, target), ()))
             new[target] = Coefficients.from_array(beta)
             rmse[target] = (_rmse(x, y, coeffs.as_array()), _rmse(x, y, new[target].as_array()))
         updates[strategy] = StrategyCost(new["downtime"], new["total"])
