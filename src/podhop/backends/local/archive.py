@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from podhop import sh
 from podhop.archive import layout, reader, rootfs
 from podhop.archive.layout import ArchiveError
 from podhop.archive.writer import Output
@@ -126,7 +127,7 @@ def _dump(cluster: LocalCluster, pod: PodRecord, ctr: ContainerRecord, work: Pat
     node_ns = netns.netns_path(cluster.node(pod.node).netns)
     undo.callback(criu.remove_network_lock, netns.netns_path(pod.netns))
     try:
-        steps.run_group(criu.in_netns(node_ns, argv), DUMP_TIMEOUT_S)
+        sh.run_group(criu.in_netns(node_ns, argv), DUMP_TIMEOUT_S)
     except (CommandError, subprocess.TimeoutExpired) as exc:
         detail = criu.last_error(logs / "dump.log") or str(exc)
         raise MigrationError("dump", f"checkpoint of {pod.name}/{ctr.name} failed: {detail}") from exc

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from contextlib import ExitStack
@@ -87,59 +86,6 @@ def _fail(phase: str, what: str, exc: Exception, *logs: Path) -> MigrationError:
     return MigrationError(phase, f"{what}: {detail or exc}")
 
 
-def run_group(argv: list[str], timeout: float) -> None:
-    """Run ``argv`` in its own process group; on timeout, interrupt or error kill the whole group
-    (runc *and* the CRIU it started) and wait until it is gone.
-
-    Killing runc alone would leave its CRIU running, still tracing (and, for a frozen source,
-    holding) the container; the source could then only be resumed after CRIU gave up.
-    """
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except BaseException:
-        kill_group(proc.pid)
-        proc.wait()
-        raise
-    if proc.returncode != 0:
-        raise CommandError(argv, proc.returncode, err)
-
-
-def kill_group(pgid: int, timeout: float = 10.0) -> None:
-    """SIGKILL a process group and wait (bounded) until none of it is left alive (zombies
-    waiting for a parent that may never reap them do not count)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        if not _live_members(pgid):
-            return
-        time.sleep(0.02)
-
-
-def _live_members(pgid: int) -> list[int]:
-    live = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
-            live.append(int(entry.name))
-    return live
-
-
 def resume_source(cluster: LocalCluster, ctr: ContainerRecord, pod: PodRecord) -> None:
     """Undo of freeze/dump: the source container serves again (thawed, no CRIU network lock)."""
     criu.remove_network_lock(netns.netns_path(pod.netns))
@@ -210,7 +156,7 @@ def dump_leave_running(
     server = (move.dst.node.ip, move.page_server_port) if move.page_server is not None else None
     argv = _checkpoint_argv(cluster, move, leave_running=True, page_server=server)
     try:
-        run_group(argv, timeout)
+        sh.run_group(argv, timeout)
         if move.page_server is not None:
             move.page_server.wait(timeout=30)
     except (CommandError, criu.CriuError, subprocess.TimeoutExpired) as exc:
@@ -302,7 +248,7 @@ def lazy_dump(
     move.dump_proc = proc
 
     def stop_dump() -> None:
-        kill_group(proc.pid)
+        sh.kill_group(proc.pid)
         proc.wait(timeout=10)
         resume_source(cluster, move.source, pod)
 
