@@ -268,9 +268,9 @@ class LocalMigration:
         return warnings
 
     def _stop_sources(self, grace: float) -> list[str]:
-        """Stop each source container; with a grace (a clone's drain), until it has exited or has
-        answered every connection it had (NGINX's lingering close would otherwise hold it for up to
-        its 5 s ``lingering_timeout`` after its last answer, measured: drains of 0.15-8.6 s)."""
+        """Stop each source container; with a grace (a clone's drain), until it has exited or owes no
+        connection an answer (:func:`podhop.net.netns.unanswered_connections`: connections a client
+        dialled and never used held NGINX's graceful stop, measured: drains of 0.15-8.6 s)."""
         warnings = []
         for mv in self.moves:
             if mv.stopped:
