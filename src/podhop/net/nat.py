@@ -217,8 +217,8 @@ class PreparedRestore:
 
     iptables-nft commits each table at its ``COMMIT`` line, so the process can wait on its input
     until the moment the rules must change: the change then costs the commit alone (~1 ms here)
-    instead of a process start and two listings (``our_chains``, ~10 ms). Used where a migration's
-    traffic enters (the host) at its switch; the regular :func:`sync` follows to tidy up.
+    instead of a process start and two listings (``our_chains``, ~10 ms). A migration's switch uses
+    one per namespace (the host's first); a regular :func:`sync` later removes the chains it left.
     """
 
     def __init__(self, netns: str | None = None) -> None:

@@ -65,8 +65,7 @@ class ContainerMove:
     page_server_port: int = 0  # where CRIU's page server listens (target; source for post-copy)
     tls: criu.Tls | None = None  # this migration's key and certificate for CRIU's connections
     monitor: monitor.Pending | None = None  # the restored container's monitor, started in prepare
-    configured: bool = False  # the target's OCI config is written (in prepare, off the critical path)
-    join_cgroup: str | None = None  # the cgroup runc must restore from (see :func:`runc_restore`)
+    join_cgroup: str | None = None  # the cgroup runc must restore from (set by :func:`configure_target`)
 
 
 #: CRIU options for dumps (runc passes this file via the ``org.criu.config`` annotation):
@@ -284,7 +283,6 @@ def configure_target(move: ContainerMove, cluster: LocalCluster, new_pod: PodRec
     """Write the restored container's OCI config ahead of the freeze: it depends on the pod spec and
     the target's sandbox only (building it imports pydantic and reads the image: ~10 ms)."""
     move.join_cgroup = write_config(cluster, move.target, new_pod)
-    move.configured = True
 
 
 def mount_rootfs(cluster: LocalCluster, tc: ContainerRecord, new_pod: PodRecord, undo: ExitStack) -> Path:
@@ -364,11 +362,10 @@ def restore(
     timeout: float,
     lazy: bool,
 ) -> None:
-    """Restore the container on the target from the transferred images, under a new monitor."""
+    """Restore the container on the target from the transferred images, under a new monitor (its
+    OCI config was written in prepare: :func:`configure_target`)."""
     tc = move.target
     mount_rootfs(cluster, tc, new_pod, undo)
-    if not move.configured:
-        configure_target(move, cluster, new_pod)
     if Path(move.source.log).exists():
         shutil.copyfile(move.source.log, tc.log)
     runc_restore(

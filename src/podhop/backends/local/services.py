@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from podhop import locks
@@ -116,6 +117,12 @@ def rules(cluster: LocalCluster) -> list[nat.ServiceRule]:
     return out
 
 
+def _taking_turns(cluster: LocalCluster) -> AbstractContextManager[None]:
+    """The per-cluster lock every change of its service rules holds."""
+    lock = cluster.store.lock_path(f"{cluster.name}.services")
+    return locks.hold(lock, f"the services of cluster {cluster.name}")
+
+
 def _host_sources(cluster: LocalCluster) -> nat.HostSources:
     lay = cluster.layout
     return nat.HostSources(lay.bridge, lay.service_source_ip, lay.loopback_source_ip)
@@ -142,9 +149,8 @@ def switch_prepared(cluster: LocalCluster, prepared: PreparedSwitch) -> None:
     """Apply the current state's rules with a :class:`PreparedSwitch`: on the host first (where
     outside traffic enters), then on every node at once. Chains no longer used stay until the
     next :func:`sync`."""
-    lock = cluster.store.lock_path(f"{cluster.name}.services")
     prefix = cluster.layout.chain_prefix
-    with locks.hold(lock, f"the services of cluster {cluster.name}"):
+    with _taking_turns(cluster):
         current = rules(cluster)
         prepared.host.apply(prefix, current, _host_sources(cluster))
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -154,8 +160,7 @@ def switch_prepared(cluster: LocalCluster, prepared: PreparedSwitch) -> None:
 def sync(cluster: LocalCluster) -> None:
     """Rewrite the cluster's service rules, on the host and on every node, from the current state
     (pods and endpoint overrides). Syncs of one cluster take turns, across threads and processes."""
-    lock = cluster.store.lock_path(f"{cluster.name}.services")
-    with locks.hold(lock, f"the services of cluster {cluster.name}"):
+    with _taking_turns(cluster):
         current = rules(cluster)
         prefix = cluster.layout.chain_prefix
         host = _host_sources(cluster)
