@@ -27,7 +27,6 @@ from podhop.backends.local import pods as podops
 from podhop.backends.local.apply import apply
 from podhop.backends.local.cluster import LocalCluster, monitor_pids
 from podhop.migrate.engine import Migration, Options
-from podhop.migrate.plan import MigrationError
 from podhop.net import netns
 from podhop.store import PodRecord
 
@@ -373,11 +372,12 @@ def test_transfer_ends_refuse_strangers(make_cluster: Callable[..., LocalCluster
     assert get(f"http://{the_pod(cluster).ip}/").startswith("<!DOCTYPE html>")
 
 
-def test_page_server_refuses_a_client_without_the_migration_key(
+def test_an_intruder_cannot_take_the_page_servers_connection(
     make_cluster: Callable[..., LocalCluster],
 ) -> None:
-    """From the one address allowed, a client without this migration's certificate gets no TLS session:
-    CRIU's page server gives up, the migration fails, and the source keeps serving."""
+    """From the one address allowed, during the freeze, a client gets nothing from the page server's
+    port (the migration's own connection was made and checked in prepare), and the migration goes on
+    undisturbed."""
     cluster = make_cluster(nodes=2)
     apply(cluster, "web.yaml", WEB)
     (pod,) = cluster.store.pods(cluster.name)
@@ -387,19 +387,20 @@ def test_page_server_refuses_a_client_without_the_migration_key(
 
     def intrude(phase: str, m: Migration) -> None:
         if phase == "freeze":
-            hello = b"\x16\x03\x01\x00\x05hello"  # not a TLS client hello with a certificate
-            seen["intruder"] = connect_from(src.netns, dst.ip, m.driver.moves[0].page_server_port, hello)
+            mv = m.driver.moves[0]
+            assert mv.page_link is not None  # memory streams on a link of its own
+            seen["intruder"] = connect_from(src.netns, dst.ip, mv.page_server_port, b"\0" * 32 + b"pages")
 
-    with pytest.raises(MigrationError) as err:
-        migrate(
-            cluster,
-            "web",
-            "node-2",
-            "cold",
-            options=Options(measure_resources=False, on_phase=intrude, stream_pages_from_b=0),
-        )
-    print(f"\n{seen}: {err.value}")
-    assert seen["intruder"] != "answered"  # no TLS session, no data
+    report = migrate(
+        cluster,
+        "web",
+        "node-2",
+        "cold",
+        options=Options(measure_resources=False, on_phase=intrude, stream_pages_from_b=0),
+    )
+    print(f"\n{seen}")
+    assert seen["intruder"] in ("refused", "reset", "closed"), seen  # no page server answered it
+    assert report["target_node"] == "node-2" and report["memory_pages_bytes"] > 0
     (after,) = cluster.store.pods(cluster.name)
-    assert (after.node, after.sandbox) == (pod.node, pod.sandbox)
+    assert after.node == "node-2"
     assert get(f"http://{after.ip}/").startswith("<!DOCTYPE html>")

@@ -909,22 +909,20 @@ def page_server_pids(cluster: LocalCluster, node: str) -> list[int]:
     return found
 
 
-def listening(pid: int) -> bool:
-    """Whether the CRIU page server ``pid`` listens on its ``--port`` yet."""
+def connected(pid: int) -> bool:
+    """Whether the page server ``pid`` has its migration's connection (podhop's accepting end has
+    checked it and become CRIU: :class:`~podhop.backends.local.carry.PageLink`)."""
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        port = int(argv[argv.index(b"--port") + 1])
-        rows = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
-    except (OSError, ValueError, IndexError):
+        return b"podhop.backends.local.transfer" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
         return False
-    return any(r.split()[1].endswith(f":{port:04X}") and r.split()[3] == "0A" for r in rows)
 
 
 def stall_page_server(m: Migration) -> None:
-    """Stop the target's page server before the dump connects: the dump cannot make progress."""
+    """Stop the target's page server before the dump streams: the dump cannot make progress."""
     for mv in m.driver.moves:
-        assert mv.page_server is not None
-        os.kill(mv.page_server.proc.pid, signal.SIGSTOP)
+        assert mv.page_link is not None
+        os.kill(mv.page_link.server.pid, signal.SIGSTOP)
         for pid in page_server_pids(m.driver.cluster, m.plan.target):
             os.kill(pid, signal.SIGSTOP)
 
@@ -1012,8 +1010,8 @@ def test_interrupt_during_dump_keeps_source(make_cluster: Callable[..., LocalClu
         preexec_fn=default_sigint,  # and Ctrl-C means stop, as in a terminal
     )
     try:
-        # The page server is started (in "prepare") and listening: stall it before the dump connects.
-        assert wait_for(lambda: any(listening(pid) for pid in page_server_pids(cluster, target)), within=30)
+        # The page server is started and connected in "prepare": stall it before the dump streams.
+        assert wait_for(lambda: any(connected(pid) for pid in page_server_pids(cluster, target)), within=30)
         for pid in page_server_pids(cluster, target):
             os.kill(pid, signal.SIGSTOP)
         dumping = wait_for(lambda: any(checkpoints.glob(f"{pod.name}-*/*/work/dump.log")), within=30)

@@ -69,14 +69,13 @@ def test_argv_carries_the_move(tmp_path: Path) -> None:
         tmp_path / "img",
         tmp_path / "work",
         leave_running=True,
-        page_server=("10.0.0.2", 20001),
+        ps_socket=3,
     )
     assert argv[:4] == ["/criu", "dump", "-t", "4242"]
     assert "--leave-running" in argv and "--tcp-established" in argv
     i = argv.index("--page-server")
-    assert argv[i + 1 : i + 5] == ["--address", "10.0.0.2", "--port", "20001"]
+    assert argv[i + 1 : i + 3] == ["--ps-socket", "3"] and "--address" not in argv
     assert argv[argv.index("-W") + 1] == str(tmp_path / "work")
-
 
 
 def test_descriptors_written_as_runc_does(tmp_path: Path) -> None:

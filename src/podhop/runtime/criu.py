@@ -282,29 +282,11 @@ class Daemon:
             ) from exc
 
 
-def page_server(
-    criu: Path, netns_path: Path | str, address: str, port: int, images: Path, log: Path, tls: Tls
-) -> Daemon:
-    """Start ``criu page-server`` receiving pages into ``images`` on ``address:port``; wait for it.
-
-    It speaks TLS with ``tls`` (and so takes only this migration's client)."""
-    argv = [
-        str(criu),
-        "page-server",
-        "--images-dir",
-        str(images),
-        "--address",
-        address,
-        "--port",
-        str(port),
-        "-o",
-        str(log),
-        "-v4",
-        *tls.options(),
-    ]
-    proc = subprocess.Popen(in_netns(netns_path, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_listening(netns_path, port, proc, log)
-    return Daemon(proc, log, argv[1])
+def page_server_argv(criu: Path, images: Path, log: Path, ps_socket: int) -> list[str]:
+    """``criu page-server`` receiving pages into ``images`` from the connection it inherits as
+    descriptor ``ps_socket`` (made and checked by podhop: no listening, no TLS of CRIU's own)."""
+    argv = [str(criu), "page-server", "--images-dir", str(images), "--ps-socket", str(ps_socket)]
+    return [*argv, "-o", str(log), "-v4"]
 
 
 def lazy_pages(
@@ -338,22 +320,6 @@ def lazy_pages(
             raise CriuError(f"lazy-pages daemon did not start: {last_error(log)}")
         time.sleep(0.005)
     return Daemon(proc, log, argv[1])
-
-
-def _wait_listening(netns_path: Path | str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
-    needle = f":{port:04X} "
-    while True:
-        if proc.poll() is not None:
-            raise CriuError(f"page server exited: {last_error(log)}")
-        tcp = sh.run(in_netns(netns_path, ["cat", "/proc/net/tcp"]), check=False).stdout
-        if any(needle in ln and ln.split()[3] == "0A" for ln in tcp.splitlines()[1:]):
-            return
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait(timeout=10)
-            raise CriuError("page server did not start listening within 10 s")
-        time.sleep(0.005)
 
 
 # --- stats-dump / stats-restore: CRIU's own timings, decoded from its protobuf image -------------

@@ -51,17 +51,18 @@ class DumpPlan:
         *,
         leave_running: bool = False,
         tcp_established: bool = True,
-        page_server: tuple[str, int] | None = None,
+        ps_socket: int | None = None,
     ) -> list[str]:
-        """The ``criu dump`` command line (log ``dump.log`` and statistics in ``work``)."""
+        """The ``criu dump`` command line (log ``dump.log`` and statistics in ``work``); with
+        ``ps_socket``, memory goes to a page server on the connection CRIU inherits as that descriptor."""
         argv = [str(criu), "dump", "-t", str(self.pid), "-D", str(images), "-W", str(work)]
         argv += ["-o", "dump.log", "-v4", "--root", self.root, "--manage-cgroups=soft", *self.options]
         if leave_running:
             argv.append("--leave-running")
         if tcp_established:
             argv.append("--tcp-established")
-        if page_server is not None:
-            argv += ["--page-server", "--address", page_server[0], "--port", str(page_server[1])]
+        if ps_socket is not None:
+            argv += ["--page-server", "--ps-socket", str(ps_socket)]
         return argv
 
     def write_descriptors(self, images: Path) -> None:

@@ -12,10 +12,15 @@ source's labels — so its Service selects it and it serves beside the source.
 Owned pods (a Deployment's, through its ReplicaSet): the restored pod is
 created without the ReplicaSet's ``pod-template-hash`` label, so the
 ReplicaSet does not count it while it comes up. ``switch`` then marks the
-source with the lowest ``controller.kubernetes.io/pod-deletion-cost`` and
-gives the restored pod the label: the ReplicaSet adopts it (its owner
-reference), finds one pod too many and deletes the cheapest — the source.
-The Deployment keeps exactly its replica count, the restored pod among them.
+source with the lowest ``controller.kubernetes.io/pod-deletion-cost``, gives
+the restored pod the label — the ReplicaSet adopts it (its owner reference) —
+and deletes the source itself: the ReplicaSet, seeing the label change first
+(one watch, in order), counts the restored pod and not the terminating
+source, and should it act before the deletion lands, it deletes the cheapest,
+the same source. The Deployment keeps exactly its replica count, the restored
+pod among them. podhop deletes rather than waits for the controller so that
+the source goes at once, whatever the controller's delay on a busy cluster
+(the let-go window of :mod:`~podhop.backends.kubernetes.endpoints` is short).
 A pod nobody owns is simply deleted after the switch.
 
 ``cold`` pauses the source's containers (through the agent) before the
@@ -224,10 +229,8 @@ class KubeMigration:
                 ns,
                 {"metadata": {"labels": labels}},
             )
-            self._wait_source_leaving(deadline("switch"))
-        else:
-            grace = 0 if self.plan.strategy is Strategy.COLD else int(self.options.drain_s)
-            self._delete_pod(self.pod.name, grace)
+        grace = 0 if self.plan.strategy is Strategy.COLD else int(self.options.drain_s)
+        self._delete_pod(self.pod.name, grace)
 
     def discard(self) -> None:
         for c in self.containers:
@@ -333,20 +336,6 @@ class KubeMigration:
             ):
                 return f"{s.get('name')}: {waiting.get('reason')}: {waiting.get('message', '')}"[:300]
         return ""
-
-    def _wait_source_leaving(self, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                pod = self.backend.pod(self.pod.namespace, self.pod.name)
-            except NotFoundError:
-                return
-            if pod.phase == "Terminating":
-                return
-            time.sleep(0.1)
-        raise MigrationError(
-            "switch", f"the ReplicaSet did not let {self.pod.name} go within {timeout:.0f} s"
-        )
 
     def _hold_out(self, undo: ExitStack) -> None:
         """The source out of its Services from now on (once; the undo puts it back)."""

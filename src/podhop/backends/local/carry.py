@@ -160,3 +160,68 @@ def start_transfer(move: ContainerMove, timeout: float, undo: ExitStack) -> Tran
     undo.callback(t.stop)
     move.transfer_port = t.port
     return t
+
+
+@dataclass
+class PageLink:
+    """CRIU's page-server connection of one move, made and checked ahead of the dump.
+
+    The target's end listens (only the source node's address, presenting this link's secret, gets
+    through) and becomes ``criu page-server --ps-socket``; the source's end connects and, on
+    :meth:`go`, becomes the ``criu dump`` that streams into it (:mod:`podhop.backends.local.transfer`).
+    """
+
+    server: subprocess.Popen[bytes]  # the target's end: the page server, once connected
+    dump: subprocess.Popen[bytes]  # the source's end: the dump, after go
+    errors: Path  # both ends' standard error (the tool's own failures; CRIU logs to its files)
+    port: int
+
+    @classmethod
+    def start(
+        cls, src: Side, dst: Side, server_argv: list[str], dump_argv: list[str], timeout: float
+    ) -> PageLink:
+        port = free_port()
+        secret = (secrets.token_hex(32) + "\n").encode()
+        tool = [sys.executable, "-m", "podhop.backends.local.transfer"]
+        dst.work.mkdir(parents=True, exist_ok=True)
+        errors = dst.work / "page-link.err"
+        accept = [*tool, "accept", dst.node.ip, str(port), str(timeout), src.node.ip, "--", *server_argv]
+        connect = [*tool, "connect", dst.node.ip, str(port), str(timeout), "--", *dump_argv]
+        procs: list[subprocess.Popen[bytes]] = []
+        with errors.open("ab") as err:
+            for netns_path, argv in ((dst.netns_path, accept), (src.netns_path, connect)):
+                procs.append(
+                    subprocess.Popen(
+                        criu.in_netns(netns_path, argv),
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=err,
+                        start_new_session=True,
+                    )
+                )
+        link = cls(procs[0], procs[1], errors, port)
+        for proc, word in ((link.server, b"listening"), (link.dump, b"connected")):
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(secret)
+            proc.stdin.flush()
+            if proc.stdout.readline().strip() != word:
+                link.stop()
+                detail = errors.read_text(errors="replace").strip().splitlines()[-1:] or ["no answer"]
+                raise MigrationError("prepare", f"CRIU's page link to {dst.node.name}: {detail[0]}")
+        return link
+
+    def go(self, timeout: float) -> None:
+        """Run the dump to its end (the page server ends with it); raises ``TimeoutExpired``."""
+        assert self.dump.stdin is not None
+        self.dump.stdin.write(b"go\n")
+        self.dump.stdin.close()
+        if self.dump.wait(timeout=timeout) != 0:
+            raise criu.CriuError(f"criu dump exited with {self.dump.returncode}")
+        if self.server.wait(timeout=30) != 0:
+            raise criu.CriuError(f"criu page-server exited with {self.server.returncode}")
+
+    def stop(self) -> None:
+        for proc in (self.dump, self.server):
+            if proc.poll() is None:
+                sh.kill_group(proc.pid)
+            proc.wait(timeout=10)

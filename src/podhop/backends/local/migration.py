@@ -2,7 +2,7 @@
 
 Why: the engine knows the order and the undo discipline; this driver knows
 how each phase is done here. ``prepare`` makes the target's sandbox, starts
-the transfer ends and the page servers (TLS, guarded) ahead of any freeze;
+the transfer ends and CRIU's page-server connections (checked, guarded) ahead of any freeze;
 ``freeze`` stops the source with the cgroup freezer; ``detach`` takes a
 clone's source out of its services while CRIU dumps it; ``dump`` checkpoints
 (memory straight to the target's page server, or, post-copy, to a page
@@ -149,13 +149,14 @@ class LocalMigration:
                 carry.images_in_memory(mv, memory, undo)
             steps.prestart_monitor(mv, undo)
             steps.configure_target(mv, cluster, self.new)
-            steps.secure_links(mv, undo)
             # Pages stream to a page server while CRIU dumps only for much memory: CRIU's client
             # corks its socket, and its closing hand-shake then waits out the kernel's 200 ms cork
             # ceiling, a fixed cost that pays off only when the copy it overlaps with is longer.
             streams = memory is None or memory >= self.options.stream_pages_from_b
-            if self.plan.strategy in (Strategy.COLD, Strategy.CLONE) and streams:
-                steps.start_page_server(cluster, mv, undo)
+            if self.plan.strategy is Strategy.POSTCOPY:
+                steps.secure_links(mv, undo)
+            elif streams:
+                steps.link_pages(cluster, mv, undo, deadline("prepare"))
 
     def _memory(self, mv: steps.ContainerMove) -> int | None:
         """The container's memory working set (what its checkpoint will hold, about)."""
@@ -181,7 +182,7 @@ class LocalMigration:
     def transfer(self, undo: ExitStack, deadline: Deadline) -> None:
         for mv, t in zip(self.moves, self.transfers, strict=True):
             sent = t.go(deadline("transfer"))
-            if self.plan.strategy is not Strategy.POSTCOPY and mv.page_server is None:
+            if self.plan.strategy is not Strategy.POSTCOPY and mv.page_link is None:
                 sent -= mv.page_bytes  # the pages went in this stream: counted once, as memory
             mv.transferred_bytes += max(0, sent)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from podhop import sh
-from podhop.backends.local import carry
+from podhop.backends.local import carry, transfer
 from podhop.backends.local import pods as podops
 from podhop.backends.local.apply import spec_from_record
 from podhop.backends.local.cluster import LocalCluster
@@ -59,11 +59,11 @@ class ContainerMove:
     stopped: bool = False  # the source container is gone (after the commit)
     stats: dict[str, int] = field(default_factory=dict)
     dump_proc: subprocess.Popen[bytes] | None = None  # post-copy: the source's page server
-    page_server: criu.Daemon | None = None  # cold, clone: the target's page server
+    page_link: carry.PageLink | None = None  # cold, clone: the dump's connection to a page server
     lazy_daemon: criu.Daemon | None = None  # post-copy: the target's lazy-pages daemon
     transfer_port: int = 0  # where the target's receiver listens
     page_server_port: int = 0  # where CRIU's page server listens (target; source for post-copy)
-    tls: criu.Tls | None = None  # this migration's key and certificate for CRIU's connections
+    tls: criu.Tls | None = None  # post-copy: this migration's key and certificate for CRIU's connection
     monitor: monitor.Pending | None = None  # the restored container's monitor, started in prepare
     join_cgroup: str | None = None  # the cgroup runc must restore from (set by :func:`configure_target`)
 
@@ -110,37 +110,28 @@ def freeze(cluster: LocalCluster, ctr: ContainerRecord, pod: PodRecord, undo: Ex
 
 
 def secure_links(move: ContainerMove, undo: ExitStack) -> None:
-    """This migration's TLS material for CRIU (see :class:`~podhop.runtime.criu.Tls`), root-only,
-    in the move's own checkpoint directory."""
+    """Post-copy: this migration's TLS material for CRIU's page-server connection (see
+    :class:`~podhop.runtime.criu.Tls`), root-only, in the move's own checkpoint directory."""
     move.tls = criu.make_tls(move.src.images.parent / "tls", [move.dst.node.ip, move.src.node.ip])
 
 
-def start_page_server(cluster: LocalCluster, move: ContainerMove, undo: ExitStack) -> None:
-    """Cold and clone with much memory: a TLS page server on the target, taking connections from
-    the source only.
+def link_pages(cluster: LocalCluster, move: ContainerMove, undo: ExitStack, timeout: float) -> None:
+    """Cold and clone with much memory: memory will stream to a page server on the target while CRIU
+    dumps, over a connection made now (:class:`~podhop.backends.local.carry.PageLink`), so that
+    neither start-up nor hand-shake is part of the freeze. Only the source node may connect.
 
-    Started ahead of the dump (in ``prepare``) so that its start-up is not part of the freeze.
-    """
-    wrapper = cluster.runc.criu
-    assert wrapper is not None and move.tls is not None
-    for d in (move.dst.images, move.dst.work):
-        d.mkdir(parents=True, exist_ok=True)
-    port = carry.free_port()
-    undo.callback(nat.guard_port(move.dst.node.netns, move.dst.node.ip, port, move.src.node.ip))
-    try:
-        server = criu.page_server(
-            wrapper,
-            move.dst.netns_path,
-            move.dst.node.ip,
-            port,
-            move.dst.images,
-            move.dst.work / "page-server.log",
-            move.tls,
-        )
-    except criu.CriuError as exc:
-        raise MigrationError("prepare", str(exc)) from exc
-    undo.callback(server.stop)
-    move.page_server, move.page_server_port = server, port
+    Only for a dump CRIU is driven for directly (``runc checkpoint`` cannot hand CRIU a
+    connection): the images of any other go over the link with the rest of the checkpoint."""
+    fd = transfer.PS_SOCKET_FD
+    dump_argv = _checkpoint_argv(cluster, move, leave_running=True, ps_socket=fd)
+    if dump_argv is None or cluster.runc.criu is None:
+        return
+    server_argv = criu.page_server_argv(
+        cluster.runc.criu, move.dst.images, move.dst.work / "page-server.log", fd
+    )
+    link = carry.PageLink.start(move.src, move.dst, server_argv, dump_argv, timeout)
+    undo.callback(link.stop)
+    move.page_link, move.page_server_port = link, link.port
 
 
 def dump_leave_running(
@@ -148,16 +139,17 @@ def dump_leave_running(
 ) -> None:
     """Checkpoint with the source left as it is (running, or frozen after :func:`freeze`).
 
-    With a page server (:func:`start_page_server`), memory streams to the target node while CRIU
-    dumps; without one, every image lands in the source's images directory and crosses the link
-    with the rest of the checkpoint (:func:`start_transfer`)."""
+    With a page link (:func:`link_pages`), memory streams to the target node while CRIU dumps;
+    without one, every image lands in the source's images directory and crosses the link with the
+    rest of the checkpoint (:func:`~podhop.backends.local.carry.start_transfer`)."""
     undo.callback(resume_source, cluster, move.source, pod)  # thaw; remove any CRIU network lock
-    server = (move.dst.node.ip, move.page_server_port) if move.page_server is not None else None
-    argv = _checkpoint_argv(cluster, move, leave_running=True, page_server=server)
     try:
-        sh.run_group(argv, timeout)
-        if move.page_server is not None:
-            move.page_server.wait(timeout=30)
+        if move.page_link is not None:
+            move.page_link.go(timeout)
+        else:
+            argv = _checkpoint_argv(cluster, move, leave_running=True)
+            assert argv is not None
+            sh.run_group(criu.in_netns(move.src.netns_path, argv), timeout)
     except (CommandError, criu.CriuError, subprocess.TimeoutExpired) as exc:
         failure = _fail("dump", f"checkpoint of {move.source.name}", exc, move.src.work / "dump.log")
         receiver = criu.last_error(move.dst.work / "page-server.log")
@@ -166,7 +158,7 @@ def dump_leave_running(
                 "dump", f"{str(failure).split(': ', 1)[1]}; target's page server: {receiver}"
             )
         raise failure from exc
-    pages = move.dst.images if move.page_server is not None else move.src.images
+    pages = move.dst.images if move.page_link is not None else move.src.images
     move.page_bytes = sum(p.stat().st_size for p in pages.glob("pages-*.img"))
     move.stats = criu.read_stats(move.src.work / "stats-dump")
 
@@ -176,13 +168,15 @@ def _checkpoint_argv(
     move: ContainerMove,
     *,
     leave_running: bool = False,
+    ps_socket: int | None = None,
     page_server: tuple[str, int] | None = None,
     lazy: bool = False,
     status_fd: int | None = None,
-) -> list[str]:
-    """The checkpoint of the source container into its images dir, run in the source node's namespace:
-    CRIU driven directly as runc would drive it (:mod:`podhop.runtime.dump`), or ``runc checkpoint``
-    for a container only runc can describe.
+) -> list[str] | None:
+    """The checkpoint of the source container into its images dir (to be run in the source node's
+    namespace): CRIU driven directly as runc would drive it (:mod:`podhop.runtime.dump`), memory
+    going to the connection it inherits as ``ps_socket`` if given; or ``runc checkpoint`` for a
+    container only runc can describe, and for a lazy dump — ``None`` if that would need ``ps_socket``.
 
     Also makes the directories both sides need and sets the dump's CRIU options.
     """
@@ -197,28 +191,24 @@ def _checkpoint_argv(
     plan = dump.load(cluster.runc.root, move.source.runtime_id) if direct else None
     if plan is not None and wrapper is not None:
         plan.write_descriptors(move.src.images)
-        argv = plan.argv(
-            wrapper,
-            move.src.images,
-            move.src.work,
-            leave_running=leave_running,
-            page_server=page_server,
+        return plan.argv(
+            wrapper, move.src.images, move.src.work, leave_running=leave_running, ps_socket=ps_socket
         )
-    else:
-        argv = cluster.runc.argv(
-            "checkpoint",
-            "--image-path",
-            str(move.src.images),
-            "--work-path",
-            str(move.src.work),
-            "--tcp-established",
-            *(["--leave-running"] if leave_running else []),
-            *(["--page-server", f"{page_server[0]}:{page_server[1]}"] if page_server else []),
-            *(["--lazy-pages"] if lazy else []),
-            *(["--status-fd", str(status_fd)] if status_fd is not None else []),
-            move.source.runtime_id,
-        )
-    return criu.in_netns(move.src.netns_path, argv)
+    if ps_socket is not None:
+        return None
+    return cluster.runc.argv(
+        "checkpoint",
+        "--image-path",
+        str(move.src.images),
+        "--work-path",
+        str(move.src.work),
+        "--tcp-established",
+        *(["--leave-running"] if leave_running else []),
+        *(["--page-server", f"{page_server[0]}:{page_server[1]}"] if page_server else []),
+        *(["--lazy-pages"] if lazy else []),
+        *(["--status-fd", str(status_fd)] if status_fd is not None else []),
+        move.source.runtime_id,
+    )
 
 
 def lazy_dump(
@@ -234,9 +224,10 @@ def lazy_dump(
     argv = _checkpoint_argv(
         cluster, move, page_server=(move.src.node.ip, port), lazy=True, status_fd=write_fd
     )
+    assert argv is not None
     try:
         proc = subprocess.Popen(
-            argv,
+            criu.in_netns(move.src.netns_path, argv),
             pass_fds=(write_fd,),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
