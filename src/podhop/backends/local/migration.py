@@ -2,7 +2,7 @@
 
 Why: the engine knows the order and the undo discipline; this driver knows
 how each phase is done here. ``prepare`` makes the target's sandbox, starts
-the transfer ends and CRIU's page-server connections (checked, guarded) ahead of any freeze;
+the transfer ends and CRIU's page-server connections (checked) ahead of any freeze;
 ``freeze`` stops the source with the cgroup freezer; ``detach`` takes a
 clone's source out of its services while CRIU dumps it; ``dump`` checkpoints
 (memory straight to the target's page server, or, post-copy, to a page

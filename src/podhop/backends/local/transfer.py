@@ -96,13 +96,19 @@ def accept_own(server: socket.socket, peer: str, secret: bytes, deadline: float)
         conn.close()
 
 
-def receive(address: str, port: int, dest: str, timeout: float, peer: str, secret: bytes) -> int:
-    deadline = time.monotonic() + timeout
+def listen_own(address: str, port: int, peer: str, secret: bytes, deadline: float) -> socket.socket:
+    """Listen on ``address:port`` (saying ``listening`` on stdout) until the connection from ``peer``
+    that presents ``secret`` (:func:`accept_own`); that connection, blocking, and no listener left."""
     with socket.create_server((address, port), reuse_port=False) as server:
         print("listening", flush=True)
         conn = accept_own(server, peer, secret, deadline)
-    with conn:
-        conn.settimeout(None)
+    conn.settimeout(None)
+    return conn
+
+
+def receive(address: str, port: int, dest: str, timeout: float, peer: str, secret: bytes) -> int:
+    deadline = time.monotonic() + timeout
+    with listen_own(address, port, peer, secret, deadline) as conn:
         # tar reads the connection itself (no copy through this process); --totals counts the bytes.
         untar = subprocess.Popen(
             [*UNTAR, "--ignore-zeros", "--totals", "-C", dest, "-xpf", "-"],
@@ -200,10 +206,7 @@ def main(argv: list[str]) -> int:
         command = argv[argv.index("--") + 1 :]
         deadline = time.monotonic() + timeout
         if mode == "accept":
-            with socket.create_server((address, port), reuse_port=False) as server:
-                print("listening", flush=True)
-                conn = accept_own(server, argv[4], secret, deadline)
-            conn.settimeout(None)
+            conn = listen_own(address, port, argv[4], secret, deadline)
         else:
             conn = connect_own(address, port, secret, deadline)
             print("connected", flush=True)
